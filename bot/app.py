@@ -1,0 +1,104 @@
+"""The aiohttp application factory, used by `sila serve` and by the tests alike."""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from pathlib import Path
+
+import aiohttp
+import aiohttp_jinja2
+import jinja2
+from aiohttp import web
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
+
+import actions.common
+from bot.action_endpoint import action_routes
+from bot.events import EventBus
+from bot.outbox import Outbox
+from bot.rasa_client import RasaClient
+from bot.router import Router
+from bot.settings import Settings
+from channels.registry import ADAPTERS
+from channels.base import ChannelAdapter
+from crm_store.content import load_hospital
+from crm_store.db import create_engine, sessionmaker
+from crm_store.models import Department
+
+log = logging.getLogger(__name__)
+
+
+class Hub:
+    """Everything a request or a background task needs; opened and closed with the app."""
+
+    def __init__(self, settings: Settings, channels: tuple[str, ...]):
+        self.settings = settings
+        self.events = EventBus()
+        self.adapters: dict[str, ChannelAdapter] = {n: ADAPTERS[n].from_settings(settings, self) for n in channels}
+        self.engine: AsyncEngine | None = None
+        self.sessions: async_sessionmaker | None = None
+        self.http: aiohttp.ClientSession | None = None
+        self.outbox: Outbox | None = None
+        self.router: Router | None = None
+
+    async def open(self) -> None:
+        self.engine = create_engine(self.settings.database_url)
+        self.sessions = sessionmaker(self.engine)
+        self.http = aiohttp.ClientSession()
+        self.outbox = Outbox(self.sessions, self.adapters)
+        rasa = RasaClient(self.settings.rasa_url, self.settings.rasa_timeout, self.http)
+        self.router = Router(self.sessions, rasa, self.outbox, self.events, self.settings.default_language)
+        actions.common.configure(self.sessions, self.settings)
+
+    async def close(self) -> None:
+        await self.http.close()
+        await self.engine.dispose()
+
+
+HUB = web.AppKey("hub", Hub)
+
+
+async def home(request: web.Request) -> web.Response:
+    hub = request.app[HUB]
+    content = load_hospital(hub.settings.hospital_file)
+    async with hub.sessions() as session:
+        departments = (await session.scalars(select(Department).order_by(Department.name_en))).all()
+    lang = "en" if request.query.get("lang") == "en" else "ar"
+    return aiohttp_jinja2.render_template("home.html", request, {
+        "hospital": content["hospital"], "faq": content["faq"], "lang": lang,
+        "departments": [{"name_en": d.name_en, "name_ar": d.name_ar} for d in departments],
+    })
+
+
+async def health(request: web.Request) -> web.Response:
+    hub = request.app[HUB]
+    return web.json_response({"status": "ok", "rasa": await hub.router.rasa.is_ready()})
+
+
+def create_app(settings: Settings, channels: tuple[str, ...] = ("webchat",)) -> web.Application:
+    app = web.Application(client_max_size=1024 * 1024)
+    aiohttp_jinja2.setup(app, loader=jinja2.FileSystemLoader(Path(__file__).with_name("templates")),
+                         autoescape=True)
+
+    hub = Hub(settings, channels)
+    app[HUB] = hub
+    for adapter in hub.adapters.values():
+        app.router.add_routes(adapter.routes())
+
+    async def hub_ctx(app: web.Application):
+        await hub.open()
+        tasks = [asyncio.create_task(hub.outbox.run()),
+                 asyncio.create_task(hub.router.run_replayer(settings.replay_interval))]
+        yield
+        for task in tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await hub.close()
+
+    app.cleanup_ctx.append(hub_ctx)
+    app.router.add_get("/", home)
+    app.router.add_get("/healthz", health)
+    app.router.add_routes(action_routes())
+    return app

@@ -1,0 +1,128 @@
+"""The `sila` command: serve, migrate, seed, train and the NLU tools."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from bot.settings import ROOT, get_settings
+
+RASA_PYTHON = ROOT / ".venv-rasa" / "bin" / "python"
+MODEL = ROOT / "models" / "sila.tar.gz"
+TRAINING_INPUTS = ["config.yml", "domain.yml", "nlu_data/nlu", "nlu_data/rules.yml", "bot/nlu"]
+
+
+def _serve(args) -> int:
+    from aiohttp import web
+
+    from bot.app import create_app
+    from bot.logs import configure_logging
+
+    settings = get_settings()
+    configure_logging(settings.log_level)
+    print(f"Sila on http://{settings.host}:{settings.port}/ (Rasa expected at {settings.rasa_url})", flush=True)
+    web.run_app(create_app(settings), host=settings.host, port=settings.port, print=None,
+                access_log=None)
+    return 0
+
+
+def _migrate(args) -> int:
+    from crm_store.migrate import upgrade
+
+    upgrade(get_settings().database_url)
+    print("database is up to date")
+    return 0
+
+
+def _seed(args) -> int:
+    from crm_store.db import create_engine, sessionmaker
+    from crm_store.seed import seed_hospital
+
+    async def run() -> dict:
+        settings = get_settings()
+        engine = create_engine(settings.database_url)
+        try:
+            async with sessionmaker(engine)() as session:
+                return await seed_hospital(session, settings.hospital_file)
+        finally:
+            await engine.dispose()
+
+    result = asyncio.run(run())
+    print(f"demo hospital: {result['departments']} departments, {result['practitioners']} practitioners, "
+          f"{result['slots_added']} new slots")
+    return 0
+
+
+def training_fingerprint() -> str:
+    digest = hashlib.sha256()
+    for entry in TRAINING_INPUTS:
+        path = ROOT / entry
+        files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in (".yml", ".py")) if path.is_dir() else [path]
+        for file in files:
+            digest.update(str(file.relative_to(ROOT)).encode())
+            digest.update(file.read_bytes())
+    return digest.hexdigest()
+
+
+def _train(args) -> int:
+    """Train only when the bot's inputs changed since the model on disk (or when forced)."""
+    stamp = MODEL.with_suffix(".fingerprint")
+    fingerprint = training_fingerprint()
+    if not args.force and MODEL.exists() and stamp.exists() and stamp.read_text() == fingerprint:
+        print("model is up to date with config.yml, domain.yml and nlu_data/")
+        return 0
+    command = [str(RASA_PYTHON), "-m", "rasa", "train", "--config", "config.yml", "--domain", "domain.yml",
+               "--data", "nlu_data/nlu", "nlu_data/rules.yml", "--out", "models", "--fixed-model-name", "sila"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    result = subprocess.run(command, cwd=ROOT, env=env)
+    if result.returncode == 0:
+        stamp.write_text(fingerprint)
+    return result.returncode
+
+
+def _rasa_worker(module: str, *extra: str) -> int:
+    """Run an NLU tool inside Rasa's own environment (Python 3.10), wired to our stdin/stdout."""
+    if not MODEL.exists():
+        print("no trained model: run `make install` (or `sila train`) first", file=sys.stderr)
+        return 2
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    return subprocess.run([str(RASA_PYTHON), "-m", module, "--model", str(MODEL), *extra], cwd=ROOT,
+                          env=env).returncode
+
+
+def _nlu_parse(args) -> int:
+    return _rasa_worker("bot.nlu.worker", "parse")
+
+
+def _nlu_test(args) -> int:
+    return _rasa_worker("bot.nlu.worker", "test", *args.paths)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="sila", description="Sila, the patient-relationship hub")
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("serve", help="run the hub (web chat, webhooks, actions)").set_defaults(func=_serve)
+    commands.add_parser("migrate", help="bring the CRM store to the newest schema").set_defaults(func=_migrate)
+    seed = commands.add_parser("seed", help="load content into the CRM store")
+    seed.add_argument("what", choices=["demo"])
+    seed.set_defaults(func=_seed)
+    train = commands.add_parser("train", help="train the Rasa model when its inputs changed")
+    train.add_argument("--force", action="store_true")
+    train.set_defaults(func=_train)
+    nlu = commands.add_parser("nlu", help="NLU tools").add_subparsers(dest="nlu_command", required=True)
+    nlu.add_parser("parse", help="stdin lines → JSON lines").set_defaults(func=_nlu_parse)
+    nlu_test = nlu.add_parser("test", help="evaluate on the held-out sets, per language")
+    nlu_test.add_argument("paths", nargs="*", default=["nlu_data/test"])
+    nlu_test.set_defaults(func=_nlu_test)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

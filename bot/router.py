@@ -1,0 +1,225 @@
+"""Every inbound message, from any channel, goes through here: store it once, find the patient,
+then let the bot or a human answer."""
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from bot.events import EventBus
+from bot.nlu.language import detect
+from bot.outbox import Outbox, queue_reply
+from bot.rasa_client import RasaClient, RasaUnavailable
+from bot.texts import text
+from channels.base import InboundMessage
+from crm_store.models import (
+    ChannelIdentity,
+    Consent,
+    ConsentPurpose,
+    ConsentStatus,
+    Conversation,
+    ConversationStatus,
+    JourneyEvent,
+    Message,
+    Patient,
+    utcnow,
+)
+
+log = logging.getLogger(__name__)
+HUMAN_OWNED = (ConversationStatus.pending_human, ConversationStatus.human)
+
+
+def message_event(message: Message) -> dict:
+    return {
+        "type": "message",
+        "id": str(message.provider_message_id or message.id) if message.direction == "in" else str(message.id),
+        "direction": message.direction,
+        "sender": message.sender,
+        "text": message.text,
+        "buttons": message.buttons or [],
+        "language": message.language,
+        "time": message.created_at.isoformat(),
+    }
+
+
+def topic(conversation_id: int) -> str:
+    return f"conversation:{conversation_id}"
+
+
+@dataclass
+class Received:
+    conversation_id: int
+    message_id: int
+    duplicate: bool = False
+
+
+class Router:
+    def __init__(self, sessions: async_sessionmaker, rasa: RasaClient, outbox: Outbox, events: EventBus,
+                 default_language: str):
+        self.sessions = sessions
+        self.rasa = rasa
+        self.outbox = outbox
+        self.events = events
+        self.default_language = default_language
+        # One message at a time per conversation, so replies keep the patient's order.
+        self._locks: defaultdict[int, asyncio.Lock] = defaultdict(asyncio.Lock)
+
+    async def identify(self, session: AsyncSession, channel: str, address: str,
+                       language: str | None = None) -> tuple[ChannelIdentity, Conversation]:
+        """The patient behind a channel address and their open conversation, created when new."""
+        identity = await session.scalar(
+            select(ChannelIdentity).where(ChannelIdentity.channel == channel, ChannelIdentity.address == address)
+        )
+        if identity is None:
+            patient = Patient(preferred_language=language or self.default_language)
+            session.add(patient)
+            await session.flush()
+            identity = ChannelIdentity(patient_id=patient.id, channel=channel, address=address)
+            session.add(identity)
+            # Writing to us is consent to be answered on the same channel (transactional only).
+            session.add(Consent(patient_id=patient.id, channel=channel, purpose=ConsentPurpose.transactional,
+                                status=ConsentStatus.granted, source=f"inbound:{channel}"))
+            session.add(JourneyEvent(patient_id=patient.id, kind="identity_created", reference=channel))
+            await session.flush()
+        conversation = await session.scalar(
+            select(Conversation).where(Conversation.identity_id == identity.id,
+                                       Conversation.status != ConversationStatus.closed)
+            .order_by(Conversation.id.desc()).limit(1)
+        )
+        if conversation is None:
+            patient = await session.get(Patient, identity.patient_id)
+            conversation = Conversation(patient_id=identity.patient_id, identity_id=identity.id, channel=channel,
+                                        language=language or patient.preferred_language)
+            session.add(conversation)
+            await session.flush()
+            session.add(JourneyEvent(patient_id=identity.patient_id, kind="conversation_started",
+                                     reference=str(conversation.id), data={"channel": channel}))
+        return identity, conversation
+
+    async def receive(self, inbound: InboundMessage) -> Received:
+        """Store the message exactly once, then answer it (bot) or leave it for staff (human)."""
+        async with self.sessions() as session:
+            duplicate = await session.scalar(
+                select(Message).where(Message.channel == inbound.channel,
+                                      Message.provider_message_id == inbound.provider_message_id)
+            )
+            if duplicate is not None:
+                return Received(duplicate.conversation_id, duplicate.id, duplicate=True)
+            identity, conversation = await self.identify(session, inbound.channel, inbound.sender)
+            await session.commit()
+        async with self._locks[conversation.id]:
+            stored = await self._store(inbound, identity, conversation)
+            if stored.duplicate:
+                return stored
+            await self._answer(stored.message_id)
+            return stored
+
+    async def _store(self, inbound: InboundMessage, identity: ChannelIdentity,
+                     conversation: Conversation) -> Received:
+        async with self.sessions() as session:
+            conversation = await session.get(Conversation, conversation.id)
+            language = detect(inbound.text, default=conversation.language)
+            message = Message(
+                conversation_id=conversation.id, channel=inbound.channel, direction="in", sender="patient",
+                text=inbound.text, provider_message_id=inbound.provider_message_id, status="received",
+                language=language, entities=inbound.media or None,
+            )
+            session.add(message)
+            conversation.language = language
+            conversation.updated_at = utcnow()
+            patient = await session.get(Patient, conversation.patient_id)
+            patient.preferred_language = language
+            identity = await session.get(ChannelIdentity, identity.id)
+            identity.last_seen_at = utcnow()
+            session.add(JourneyEvent(patient_id=conversation.patient_id, kind="message_in",
+                                     reference=inbound.provider_message_id, data={"channel": inbound.channel}))
+            try:
+                await session.commit()
+            except IntegrityError:  # the same webhook, delivered twice at the same instant
+                await session.rollback()
+                existing = await session.scalar(
+                    select(Message).where(Message.channel == inbound.channel,
+                                          Message.provider_message_id == inbound.provider_message_id))
+                return Received(existing.conversation_id, existing.id, duplicate=True)
+        self.events.publish(topic(conversation.id), message_event(message))
+        return Received(conversation.id, message.id)
+
+    async def _answer(self, message_id: int) -> bool:
+        """Ask the bot about one stored message; False when Rasa is unreachable (kept for replay)."""
+        async with self.sessions() as session:
+            message = await session.get(Message, message_id)
+            conversation = await session.get(Conversation, message.conversation_id)
+            if conversation.status in HUMAN_OWNED:
+                message.status = "routed_human"
+                await session.commit()
+                return True
+            metadata = {"message_id": message.id, "conversation_id": conversation.id,
+                        "patient_id": conversation.patient_id, "channel": message.channel,
+                        "language": message.language}
+            text_in, language = message.text, message.language
+        try:
+            replies = await self.rasa.converse(str(conversation.id), text_in, metadata)
+        except RasaUnavailable as exc:
+            log.warning("Rasa unavailable for conversation %s: %s", conversation.id, exc)
+            await self._hold_for_replay(message_id, language)
+            return False
+        async with self.sessions() as session:
+            message = await session.get(Message, message_id)
+            conversation = await session.get(Conversation, message.conversation_id)
+            message.status = "answered"
+            queued = [
+                queue_reply(session, conversation, reply.get("text") or "", buttons=reply.get("buttons"),
+                            language=language)
+                for reply in replies if reply.get("text")
+            ]
+            await session.commit()
+        await self.outbox.deliver([m.id for m in queued])
+        return True
+
+    async def _hold_for_replay(self, message_id: int, language: str) -> None:
+        async with self.sessions() as session:
+            message = await session.get(Message, message_id)
+            conversation = await session.get(Conversation, message.conversation_id)
+            already_told = await session.scalar(
+                select(Message.id).where(Message.conversation_id == conversation.id, Message.direction == "in",
+                                         Message.status == "pending_bot").limit(1))
+            message.status = "pending_bot"
+            queued = None
+            if already_told is None:
+                queued = queue_reply(session, conversation, text("reply_will_follow", language),
+                                     sender="system", language=language)
+            await session.commit()
+        if queued is not None:
+            await self.outbox.deliver([queued.id])
+
+    async def replay_pending(self) -> int:
+        """Answer messages stored while Rasa was down, oldest first; stops at the first failure."""
+        async with self.sessions() as session:
+            pending = (await session.execute(
+                select(Message.id, Message.conversation_id).where(Message.direction == "in",
+                                                                  Message.status == "pending_bot")
+                .order_by(Message.id)
+            )).all()
+        replayed = 0
+        for message_id, conversation_id in pending:
+            async with self._locks[conversation_id]:
+                async with self.sessions() as session:
+                    if (await session.get(Message, message_id)).status != "pending_bot":
+                        continue
+                if not await self._answer(message_id):
+                    break
+            replayed += 1
+        return replayed
+
+    async def run_replayer(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.replay_pending()
+            except Exception:  # keep the replayer alive whatever one message does
+                log.exception("replaying pending messages failed")

@@ -1,0 +1,72 @@
+"""The adapter contract every channel follows (see docs/DESIGN.md, "Contracts")."""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from aiohttp import web
+
+
+@dataclass(frozen=True)
+class InboundMessage:
+    channel: str
+    sender: str  # the patient's address on this channel
+    text: str
+    provider_message_id: str
+    media: list[dict[str, str]] = field(default_factory=list)
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class OutboundMessage:
+    message_id: int
+    channel: str
+    recipient: str
+    text: str
+    buttons: list[dict[str, str]] = field(default_factory=list)
+    language: str = "ar"
+
+
+@dataclass(frozen=True)
+class ProviderReceipt:
+    status: str  # sent | delivered | queued
+    provider_message_id: str | None = None
+
+
+class ChannelError(Exception):
+    """A provider refused a message; the text is what staff will see on the failed message."""
+
+    def __init__(self, message: str, *, retryable: bool = True):
+        super().__init__(message)
+        self.retryable = retryable
+
+
+class ChannelAdapter(ABC):
+    name: ClassVar[str]
+    renders_buttons: ClassVar[bool] = False
+
+    @classmethod
+    @abstractmethod
+    def from_settings(cls, settings, hub) -> "ChannelAdapter":
+        """Build from settings; raise at start-up when a required secret is missing."""
+
+    @abstractmethod
+    def routes(self) -> list[web.RouteDef]:
+        """The aiohttp routes of this channel's webhooks."""
+
+    @abstractmethod
+    async def deliver(self, message: OutboundMessage) -> ProviderReceipt:
+        """Hand one message to the provider (never a blocking call in the event loop)."""
+
+    async def send(self, message: OutboundMessage) -> ProviderReceipt:
+        if message.buttons and not self.renders_buttons:
+            message = with_numbered_options(message)
+        return await self.deliver(message)
+
+
+def with_numbered_options(message: OutboundMessage) -> OutboundMessage:
+    """Channels without buttons get the choices as numbered lines the patient can answer with."""
+    lines = [message.text, ""] + [f"{i}. {b['title']}" for i, b in enumerate(message.buttons, 1)]
+    return OutboundMessage(message.message_id, message.channel, message.recipient,
+                           "\n".join(lines).strip(), [], message.language)

@@ -1,0 +1,49 @@
+"""Shared fixtures: a migrated, seeded CRM store on SQLite and on PostgreSQL."""
+from __future__ import annotations
+
+import asyncio
+import os
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from bot.settings import ROOT
+from crm_store.db import create_engine, sessionmaker
+from crm_store.migrate import upgrade
+from crm_store.seed import seed_hospital
+
+POSTGRES_URL = os.environ.get("SILA_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
+HOSPITAL = ROOT / "crm_store" / "demo" / "hospital.yml"
+
+
+async def _reset_postgres(url: str) -> None:
+    engine = create_async_engine(url)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(text("DROP SCHEMA public CASCADE"))
+            await conn.execute(text("CREATE SCHEMA public"))
+    finally:
+        await engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def store_url(request, tmp_path) -> str:
+    """A freshly migrated database: the same tests run on both backends."""
+    if request.param == "sqlite":
+        url = f"sqlite+aiosqlite:///{tmp_path}/sila.db"
+    else:
+        url = POSTGRES_URL
+        await _reset_postgres(url)
+    await asyncio.to_thread(upgrade, url)
+    return url
+
+
+@pytest.fixture
+async def sessions(store_url):
+    engine = create_engine(store_url)
+    factory = sessionmaker(engine)
+    async with factory() as session:
+        await seed_hospital(session, HOSPITAL)
+    yield factory
+    await engine.dispose()
