@@ -36,9 +36,15 @@ def _form(tracker: Tracker) -> str | None:
     return (tracker.active_loop or {}).get("name")
 
 
+STOP_WORDS = {"no", "stop", "nevermind", "never", "forget", "quit", "cancel", "nope", "لا", "لأ", "خلاص", "بلاش",
+              "وقف", "توقف", "الغ", "الغي", "انس", "مش", "مابي", "مابغى", "la", "khalas"}
+
+
 def _stop_requested(tracker: Tracker) -> bool:
+    """"No, stop" in the middle of a flow; a name the classifier happens to call `deny` is not."""
     intent, confidence = common.latest_intent(tracker)
-    return intent == "deny" and confidence >= 0.6
+    said = set(common.words((tracker.latest_message or {}).get("text") or "").split())
+    return intent == "deny" and confidence >= 0.5 and bool(said & {normalize(w) for w in STOP_WORDS})
 
 
 async def _practitioner_ids(session, tracker: Tracker) -> list[int]:
@@ -206,8 +212,9 @@ class ValidateBookingForm(FlowValidation):
         slots = await super().required_slots(domain_slots, dispatcher, tracker, domain)
         if slots and tracker.get_slot("practitioner"):
             slots.remove("department")
-        if slots and not await _patient_known(tracker):
-            slots = ["patient_name", "patient_dob", *slots]
+        if slots and await _patient_known(tracker) and not tracker.get_slot("patient_name"):
+            # Asked once: a patient whose record has a name and birth date is not asked again.
+            slots = [s for s in slots if s not in ("patient_name", "patient_dob")]
         return slots
 
     async def validate_department(self, value, dispatcher, tracker, domain) -> dict[str, Any]:
@@ -347,6 +354,9 @@ class ActionStartBooking(Action):
 class _StartManaging(Action, ABC):
     """Reschedule and cancel start from the patient's upcoming appointments."""
 
+    # Moving an appointment asks for a new day next, so the patient is first told which one moves.
+    announce_single_appointment = False
+
     @abstractmethod
     def name(self) -> str: ...
 
@@ -361,12 +371,19 @@ class _StartManaging(Action, ABC):
         offered = [_appointment_option(a) for a in upcoming]
         events.append(SlotSet("offered", offered))
         if len(upcoming) == 1:
+            only = upcoming[0]
+            lang = language(tracker)
+            if self.announce_single_appointment:
+                say(dispatcher, tracker, "your_appointment", reference=only.reference, doctor=only.practitioner.name(lang),
+                    when=format_when(only.slot.start_at, common.settings().timezone, lang))
             events += [SlotSet("appointment_ref", offered[0]["reference"]),
                        SlotSet("practitioner", offered[0]["practitioner"])]
         return events
 
 
 class ActionStartReschedule(_StartManaging):
+    announce_single_appointment = True
+
     def name(self) -> str:
         return "action_start_reschedule"
 
@@ -455,7 +472,7 @@ class ActionAskConfirmed(Action):
     async def run(self, dispatcher, tracker, domain):
         lang = language(tracker)
         zone = common.settings().timezone
-        buttons = [{"title": text("yes", lang), "payload": "/affirm"}, {"title": text("no", lang), "payload": "/deny"}]
+        buttons = [{"title": text("answer_yes", lang), "payload": "/affirm"}, {"title": text("answer_no", lang), "payload": "/deny"}]
         async with common.sessions()() as session:
             appointment = await _chosen_appointment(session, tracker)
             slot = await session.scalar(select(Slot).options(

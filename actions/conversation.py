@@ -49,6 +49,9 @@ class ValidateSlotMappings(ValidationAction):
         detected = meta.get("language") or latest.get("language")
         return {"language": detected} if detected in ("ar", "en") else {}
 
+    async def validate_language(self, value, dispatcher, tracker, domain) -> dict[str, Any]:
+        return {"language": value}
+
 
 class ActionGreet(Action):
     def name(self) -> str:
@@ -233,7 +236,7 @@ class ActionFallback(Action):
             lang = language(tracker)
             say(dispatcher, tracker, "offer_human", buttons=[
                 {"title": text("talk_to_person", lang), "payload": "/request_human"},
-                {"title": text("no", lang), "payload": "/deny"},
+                {"title": text("answer_no", lang), "payload": "/deny"},
             ])
             return [SlotSet("offered_human", True)]
         say(dispatcher, tracker, "not_understood")

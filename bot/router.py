@@ -41,6 +41,7 @@ def message_event(message: Message) -> dict:
         "direction": message.direction,
         "sender": message.sender,
         "text": message.text,
+        "display": message.display,
         "buttons": message.buttons or [],
         "language": message.language,
         "time": message.created_at.isoformat(),
@@ -127,7 +128,7 @@ class Router:
             message = Message(
                 conversation_id=conversation.id, channel=inbound.channel, direction="in", sender="patient",
                 text=inbound.text, provider_message_id=inbound.provider_message_id, status="received",
-                language=language, entities=inbound.media or None,
+                language=language, display=inbound.metadata.get("display"),
             )
             session.add(message)
             conversation.language = language

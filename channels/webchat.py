@@ -102,6 +102,7 @@ class WebChatAdapter(ChannelAdapter):
                 data = json.loads(frame.data)
                 text = str(data.get("text", "")).strip()
                 message_id = str(data.get("id") or "")
+                display = str(data["display"])[:200] if data.get("display") else None
             except (ValueError, AttributeError):
                 await ws.send_json({"type": "error", "message": "malformed frame"})
                 continue
@@ -109,7 +110,8 @@ class WebChatAdapter(ChannelAdapter):
                 await ws.send_json({"type": "error", "message": "a message needs an id and 1-2000 characters"})
                 continue
             await ws.send_json({"type": "typing"})
-            await self.hub.router.receive(InboundMessage(self.name, token, text, message_id[:100]))
+            await self.hub.router.receive(InboundMessage(
+                self.name, token, text, message_id[:100], metadata={"display": display} if display else {}))
             # Through the same queue as the replies, so "idle" always arrives after the last one.
             self.hub.events.publish(f"webchat:{token}", {"type": "idle", "id": message_id})
 

@@ -192,6 +192,8 @@ class Message(Base):
     direction: Mapped[str] = mapped_column(String(3))  # "in" | "out"
     sender: Mapped[str] = mapped_column(String(10))  # patient | bot | staff | system
     text: Mapped[str] = mapped_column(Text, default="")
+    # What the patient saw when they tapped a button (the text is its payload, which the bot reads).
+    display: Mapped[str | None] = mapped_column(Text)
     buttons: Mapped[list | None] = mapped_column(JSON)
     provider_message_id: Mapped[str | None] = mapped_column(String(100))
     # inbound: received → pending_bot (Rasa unreachable) → answered | routed_human

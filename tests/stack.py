@@ -72,8 +72,9 @@ class Stack:
         return stack
 
     def _spawn(self, name: str, command: list[str], env: dict) -> None:
-        log = open(self.workdir / f"{name}.log", "wb")
-        self.processes.append(subprocess.Popen(command, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT))
+        with open(self.workdir / f"{name}.log", "wb") as log:  # the child keeps its own descriptor
+            self.processes.append(subprocess.Popen(command, env=env, cwd=ROOT, stdout=log,
+                                                   stderr=subprocess.STDOUT))
 
     def stop(self) -> None:
         for proc in self.processes:
@@ -94,6 +95,7 @@ class ChatClient:
         self.language = language
         self.session_token = session_token
         self.history: list[dict] = []
+        self.transcript: list[str] = []  # every message in and out, as this patient saw it
 
     async def __aenter__(self) -> "ChatClient":
         self._http = aiohttp.ClientSession()
@@ -120,12 +122,14 @@ class ChatClient:
         """Send one message; returns the bot's replies once the hub is done with it."""
         message_id = str(uuid.uuid4())
         await self.ws.send_json({"type": "message", "id": message_id, "text": text})
+        self.transcript.append(text)
         replies = []
         while True:
             frame = await self.ws.receive_json(timeout=timeout)
             if frame["type"] == "message" and frame["direction"] == "out":
                 replies.append(frame)
             elif frame["type"] == "idle" and frame["id"] == message_id:
+                self.transcript += [r["text"] for r in replies]
                 return replies
             elif frame["type"] == "error":
                 raise AssertionError(frame)

@@ -59,8 +59,14 @@ class SwitchableProxy:
     def stop(self) -> None:
         async def close():
             self._server.close()
-        asyncio.run_coroutine_threadsafe(close(), self._loop).result()
+            for writer in list(self._writers):
+                writer.transport.abort()
+            await self._server.wait_closed()
+
+        asyncio.run_coroutine_threadsafe(close(), self._loop).result(timeout=10)
         self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=10)
+        self._loop.close()
 
 
 def _free_port() -> int:

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-30 18:43:16.345674
+Create Date: 2026-11-30 18:54:45.014578
 
 """
 from typing import Sequence, Union
@@ -174,6 +174,7 @@ def upgrade() -> None:
     sa.Column('direction', sa.String(length=3), nullable=False),
     sa.Column('sender', sa.String(length=10), nullable=False),
     sa.Column('text', sa.Text(), nullable=False),
+    sa.Column('display', sa.Text(), nullable=True),
     sa.Column('buttons', sa.JSON(), nullable=True),
     sa.Column('provider_message_id', sa.String(length=100), nullable=True),
     sa.Column('status', sa.String(length=20), nullable=False),
