@@ -100,7 +100,7 @@ def _nlu_parse(args) -> int:
 
 
 def _nlu_test(args) -> int:
-    return _rasa_worker("bot.nlu.worker", "test", *args.paths)
+    return _rasa_worker("bot.nlu.worker", *(["--json"] if args.json else []), "test", *args.paths)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -118,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     nlu.add_parser("parse", help="stdin lines → JSON lines").set_defaults(func=_nlu_parse)
     nlu_test = nlu.add_parser("test", help="evaluate on the held-out sets, per language")
     nlu_test.add_argument("paths", nargs="*", default=["nlu_data/test"])
+    nlu_test.add_argument("--json", action="store_true", help="one JSON report instead of tables")
     nlu_test.set_defaults(func=_nlu_test)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)

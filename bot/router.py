@@ -124,7 +124,9 @@ class Router:
                      conversation: Conversation) -> Received:
         async with self.sessions() as session:
             conversation = await session.get(Conversation, conversation.id)
-            language = detect(inbound.text, default=conversation.language)
+            # A tapped button sends its payload ("/affirm", "١"); the patient read its title.
+            seen = inbound.metadata.get("display") or inbound.text
+            language = conversation.language if seen.startswith("/") else detect(seen, default=conversation.language)
             message = Message(
                 conversation_id=conversation.id, channel=inbound.channel, direction="in", sender="patient",
                 text=inbound.text, provider_message_id=inbound.provider_message_id, status="received",

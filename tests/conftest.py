@@ -47,3 +47,15 @@ async def sessions(store_url):
         await seed_hospital(session, HOSPITAL)
     yield factory
     await engine.dispose()
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Print the NLU held-out evaluation in the test log (CI keeps the figures)."""
+    import sys
+
+    from bot.nlu.worker import print_report
+
+    module = sys.modules.get("tests.nlu.test_model")
+    if module is not None and module.REPORT:
+        terminalreporter.section("NLU evaluation on held-out utterances")
+        print_report(module.REPORT)

@@ -104,11 +104,11 @@ async def test(model: str, paths: list[str], as_json: bool) -> int:
     if as_json:
         print(json.dumps(report, ensure_ascii=False))
     else:
-        _print(report)
+        print_report(report)
     return 0
 
 
-def _print(report: dict) -> None:
+def print_report(report: dict) -> None:
     for language in ("en", "ar"):
         if language not in report:
             continue
@@ -127,7 +127,10 @@ def _print(report: dict) -> None:
 
 def main() -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    logging.basicConfig(level=logging.ERROR)
+    logging.basicConfig(level=logging.ERROR)  # to stderr: stdout carries only results
+    from rasa.utils.log_utils import configure_structlog
+
+    configure_structlog(logging.ERROR)  # Rasa's parse traces would carry patients' words
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", required=True)
     parser.add_argument("--json", action="store_true")

@@ -13,13 +13,10 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 
-from playwright.async_api import async_playwright, expect
+from playwright.async_api import expect
 
 from tests.e2e.widget_fake_server import FakeWidgetServer
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 UUID4 = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
 
 pytestmark = pytest.mark.browser
@@ -39,14 +36,6 @@ async def server() -> AsyncIterator[FakeWidgetServer]:
     await srv.start()
     yield srv
     await srv.stop()
-
-
-@pytest.fixture
-async def browser():
-    async with async_playwright() as pw:
-        chromium = await pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        yield chromium
-        await chromium.close()
 
 
 @pytest.fixture
