@@ -75,11 +75,10 @@ def entity_values(tracker: Tracker, entity: str) -> list[dict]:
     return [e for e in (tracker.latest_message or {}).get("entities") or [] if e.get("entity") == entity]
 
 
-_ORDINALS = {
-    1: {"first", "one", "1st", "الاول", "اول", "واحد", "الأول", "وحده"},
-    2: {"second", "two", "2nd", "الثاني", "ثاني", "اثنين", "اتنين", "تنين", "الثانيه"},
-    3: {"third", "three", "3rd", "الثالث", "ثالث", "ثلاثه", "تلاته", "تلاتة", "الثالثه"},
-}
+# Ordinals win over counting words: "the second one" is the second.
+_ORDINALS = {1: {"first", "1st", "الاول", "اول", "الأول"}, 2: {"second", "2nd", "الثاني", "ثاني", "الثانيه"},
+             3: {"third", "3rd", "الثالث", "ثالث", "الثالثه"}}
+_CARDINALS = {1: {"one", "واحد", "وحده"}, 2: {"two", "اثنين", "اتنين", "تنين"}, 3: {"three", "ثلاثه", "تلاته"}}
 
 
 def choice_index(raw: str, count: int) -> int | None:
@@ -89,10 +88,11 @@ def choice_index(raw: str, count: int) -> int | None:
     if match:
         number = int(match.group(1))
         return number if 1 <= number <= count else None
-    words = set(re.findall(r"\w+", cleaned))
-    for number, names in _ORDINALS.items():
-        if number <= count and words & {normalize(n) for n in names}:
-            return number
+    said = set(re.findall(r"\w+", cleaned))
+    for table in (_ORDINALS, _CARDINALS):
+        for number, names in table.items():
+            if number <= count and said & {normalize(n) for n in names}:
+                return number
     return None
 
 
