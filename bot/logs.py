@@ -33,3 +33,4 @@ def configure_logging(level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    logging.getLogger("rasa_sdk").setLevel(logging.WARNING)  # one line per registered action is noise

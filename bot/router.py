@@ -6,8 +6,9 @@ import asyncio
 import logging
 from collections import defaultdict
 from dataclasses import dataclass
+from datetime import timedelta
 
-from sqlalchemy import select
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -69,6 +70,7 @@ class Router:
         self.default_language = default_language
         # One message at a time per conversation, so replies keep the patient's order.
         self._locks: defaultdict[int, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._background: set[asyncio.Task] = set()
 
     async def identify(self, session: AsyncSession, channel: str, address: str,
                        language: str | None = None) -> tuple[ChannelIdentity, Conversation]:
@@ -102,8 +104,22 @@ class Router:
                                      reference=str(conversation.id), data={"channel": channel}))
         return identity, conversation
 
-    async def receive(self, inbound: InboundMessage) -> Received:
-        """Store the message exactly once, then answer it (bot) or leave it for staff (human)."""
+    async def receive(self, inbound: InboundMessage, *, wait: bool = True) -> Received:
+        """Store the message exactly once, then let the bot answer it (or leave it for staff).
+
+        Webhooks pass wait=False: the message is safely stored when this returns, and the answer
+        follows in the background (a crash before it is answered is picked up by the replayer)."""
+        stored = await self.store(inbound)
+        if not stored.duplicate:
+            if wait:
+                await self.answer_conversation(stored.conversation_id)
+            else:
+                task = asyncio.create_task(self.answer_conversation(stored.conversation_id))
+                self._background.add(task)
+                task.add_done_callback(self._background.discard)
+        return stored
+
+    async def store(self, inbound: InboundMessage) -> Received:
         async with self.sessions() as session:
             duplicate = await session.scalar(
                 select(Message).where(Message.channel == inbound.channel,
@@ -113,12 +129,22 @@ class Router:
                 return Received(duplicate.conversation_id, duplicate.id, duplicate=True)
             identity, conversation = await self.identify(session, inbound.channel, inbound.sender)
             await session.commit()
-        async with self._locks[conversation.id]:
-            stored = await self._store(inbound, identity, conversation)
-            if stored.duplicate:
-                return stored
-            await self._answer(stored.message_id)
-            return stored
+        return await self._store(inbound, identity, conversation)
+
+    async def answer_conversation(self, conversation_id: int) -> bool:
+        """Answer every unanswered message of one conversation, oldest first; False when Rasa is
+        unreachable (the rest wait, in order, for the replayer)."""
+        async with self._locks[conversation_id]:
+            async with self.sessions() as session:
+                waiting = (await session.scalars(
+                    select(Message.id).where(Message.conversation_id == conversation_id, Message.direction == "in",
+                                             Message.status.in_(("received", "pending_bot")))
+                    .order_by(Message.id))).all()
+            for message_id in waiting:
+                if not await self._answer(message_id):
+                    await self._hold_for_replay(conversation_id)
+                    return False
+            return True
 
     async def _store(self, inbound: InboundMessage, identity: ChannelIdentity,
                      conversation: Conversation) -> Received:
@@ -169,7 +195,6 @@ class Router:
             replies = await self.rasa.converse(str(conversation.id), text_in, metadata)
         except RasaUnavailable as exc:
             log.warning("Rasa unavailable for conversation %s: %s", conversation.id, exc)
-            await self._hold_for_replay(message_id, language)
             return False
         async with self.sessions() as session:
             message = await session.get(Message, message_id)
@@ -184,38 +209,38 @@ class Router:
         await self.outbox.deliver([m.id for m in queued])
         return True
 
-    async def _hold_for_replay(self, message_id: int, language: str) -> None:
+    async def _hold_for_replay(self, conversation_id: int) -> None:
+        """Mark what is unanswered as pending, telling the patient once per outage."""
         async with self.sessions() as session:
-            message = await session.get(Message, message_id)
-            conversation = await session.get(Conversation, message.conversation_id)
-            already_told = await session.scalar(
-                select(Message.id).where(Message.conversation_id == conversation.id, Message.direction == "in",
-                                         Message.status == "pending_bot").limit(1))
-            message.status = "pending_bot"
+            conversation = await session.get(Conversation, conversation_id)
+            unanswered = (await session.scalars(
+                select(Message).where(Message.conversation_id == conversation_id, Message.direction == "in",
+                                      Message.status.in_(("received", "pending_bot"))).order_by(Message.id))).all()
+            already_told = any(m.status == "pending_bot" for m in unanswered)
+            for message in unanswered:
+                message.status = "pending_bot"
             queued = None
-            if already_told is None:
-                queued = queue_reply(session, conversation, text("reply_will_follow", language),
-                                     sender="system", language=language)
+            if unanswered and not already_told:
+                queued = queue_reply(session, conversation, text("reply_will_follow", unanswered[-1].language),
+                                     sender="system", language=unanswered[-1].language)
             await session.commit()
         if queued is not None:
             await self.outbox.deliver([queued.id])
 
     async def replay_pending(self) -> int:
-        """Answer messages stored while Rasa was down, oldest first; stops at the first failure."""
+        """Answer what waited for Rasa (or for a worker that died), conversation by conversation."""
+        stale = utcnow() - timedelta(seconds=30)
         async with self.sessions() as session:
-            pending = (await session.execute(
-                select(Message.id, Message.conversation_id).where(Message.direction == "in",
-                                                                  Message.status == "pending_bot")
-                .order_by(Message.id)
-            )).all()
+            conversations = (await session.scalars(
+                select(Message.conversation_id).where(
+                    Message.direction == "in",
+                    or_(Message.status == "pending_bot",
+                        and_(Message.status == "received", Message.created_at < stale)))
+                .group_by(Message.conversation_id).order_by(func.min(Message.id)))).all()
         replayed = 0
-        for message_id, conversation_id in pending:
-            async with self._locks[conversation_id]:
-                async with self.sessions() as session:
-                    if (await session.get(Message, message_id)).status != "pending_bot":
-                        continue
-                if not await self._answer(message_id):
-                    break
+        for conversation_id in conversations:
+            if not await self.answer_conversation(conversation_id):
+                break
             replayed += 1
         return replayed
 
