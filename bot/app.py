@@ -20,7 +20,7 @@ from bot.outbox import Outbox
 from bot.rasa_client import RasaClient
 from bot.router import Router
 from bot.settings import Settings
-from channels.registry import ADAPTERS
+from channels.registry import adapter_class
 from channels.base import ChannelAdapter
 from crm_store.content import load_hospital
 from crm_store.db import create_engine, sessionmaker
@@ -35,7 +35,7 @@ class Hub:
     def __init__(self, settings: Settings, channels: tuple[str, ...]):
         self.settings = settings
         self.events = EventBus()
-        self.adapters: dict[str, ChannelAdapter] = {n: ADAPTERS[n].from_settings(settings, self) for n in channels}
+        self.adapters: dict[str, ChannelAdapter] = {n: adapter_class(n).from_settings(settings, self) for n in channels}
         self.engine: AsyncEngine | None = None
         self.sessions: async_sessionmaker | None = None
         self.http: aiohttp.ClientSession | None = None
@@ -48,7 +48,10 @@ class Hub:
         self.http = aiohttp.ClientSession()
         self.outbox = Outbox(self.sessions, self.adapters)
         rasa = RasaClient(self.settings.rasa_url, self.settings.rasa_timeout, self.http)
-        self.router = Router(self.sessions, rasa, self.outbox, self.events, self.settings.default_language)
+        self.router = Router(
+            self.sessions, rasa, self.outbox, self.events, self.settings.default_language,
+            keyword_channels=frozenset(n for n, a in self.adapters.items() if a.honours_keywords),
+            hospital=load_hospital(self.settings.hospital_file)["hospital"])
         actions.common.configure(self.sessions, self.settings)
 
     async def close(self) -> None:
@@ -76,12 +79,12 @@ async def health(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok", "rasa": await hub.router.rasa.is_ready()})
 
 
-def create_app(settings: Settings, channels: tuple[str, ...] = ("webchat",)) -> web.Application:
+def create_app(settings: Settings, channels: tuple[str, ...] | None = None) -> web.Application:
     app = web.Application(client_max_size=1024 * 1024)
     aiohttp_jinja2.setup(app, loader=jinja2.FileSystemLoader(Path(__file__).with_name("templates")),
                          autoescape=True)
 
-    hub = Hub(settings, channels)
+    hub = Hub(settings, channels or settings.channel_names)
     app[HUB] = hub
     for adapter in hub.adapters.values():
         app.router.add_routes(adapter.routes())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import timedelta
@@ -12,7 +13,10 @@ from sqlalchemy import and_, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from bot import consent
 from bot.events import EventBus
+from bot.nlu.arabic import normalize
+from bot.nlu.choices import choice_index
 from bot.nlu.language import detect
 from bot.outbox import Outbox, queue_reply
 from bot.rasa_client import RasaClient, RasaUnavailable
@@ -21,6 +25,8 @@ from channels.base import InboundMessage
 from crm_store.models import (
     ChannelIdentity,
     Consent,
+    ConsentPurpose,
+    ConsentStatus,
     ConsentPurpose,
     ConsentStatus,
     Conversation,
@@ -62,8 +68,11 @@ class Received:
 
 class Router:
     def __init__(self, sessions: async_sessionmaker, rasa: RasaClient, outbox: Outbox, events: EventBus,
-                 default_language: str):
+                 default_language: str, *, keyword_channels: frozenset[str] = frozenset(),
+                 hospital: dict | None = None):
         self.sessions = sessions
+        self.keyword_channels = keyword_channels
+        self.hospital = hospital or {}
         self.rasa = rasa
         self.outbox = outbox
         self.events = events
@@ -148,25 +157,30 @@ class Router:
 
     async def _store(self, inbound: InboundMessage, identity: ChannelIdentity,
                      conversation: Conversation) -> Received:
+        replies: list[Message] = []
         async with self.sessions() as session:
             conversation = await session.get(Conversation, conversation.id)
+            patient = await session.get(Patient, conversation.patient_id)
             # A tapped button sends its payload ("/affirm", "١"); the patient read its title.
             seen = inbound.metadata.get("display") or inbound.text
             language = conversation.language if seen.startswith("/") else detect(seen, default=conversation.language)
+            text_for_bot, display = await self._resolve_numbered_choice(session, conversation, inbound)
             message = Message(
                 conversation_id=conversation.id, channel=inbound.channel, direction="in", sender="patient",
-                text=inbound.text, provider_message_id=inbound.provider_message_id, status="received",
-                language=language, display=inbound.metadata.get("display"),
+                text=text_for_bot, display=display, provider_message_id=inbound.provider_message_id,
+                status="received", language=language,
+                entities=[{"media": m} for m in inbound.media] or None,
             )
             session.add(message)
+            now = utcnow()
             conversation.language = language
-            conversation.updated_at = utcnow()
-            patient = await session.get(Patient, conversation.patient_id)
+            conversation.updated_at = conversation.last_inbound_at = now
             patient.preferred_language = language
-            identity = await session.get(ChannelIdentity, identity.id)
-            identity.last_seen_at = utcnow()
+            (await session.get(ChannelIdentity, identity.id)).last_seen_at = now
             session.add(JourneyEvent(patient_id=conversation.patient_id, kind="message_in",
                                      reference=inbound.provider_message_id, data={"channel": inbound.channel}))
+            if inbound.channel in self.keyword_channels:
+                replies = await self._consent_keyword(session, conversation, message)
             try:
                 await session.commit()
             except IntegrityError:  # the same webhook, delivered twice at the same instant
@@ -176,7 +190,49 @@ class Router:
                                           Message.provider_message_id == inbound.provider_message_id))
                 return Received(existing.conversation_id, existing.id, duplicate=True)
         self.events.publish(topic(conversation.id), message_event(message))
+        if replies:
+            await self.outbox.deliver([r.id for r in replies])
         return Received(conversation.id, message.id)
+
+    @staticmethod
+    async def _resolve_numbered_choice(session: AsyncSession, conversation: Conversation,
+                                       inbound: InboundMessage) -> tuple[str, str | None]:
+        """"2" or «٢» answering numbered options means that option: the bot gets its payload."""
+        if inbound.metadata.get("display"):
+            return inbound.text, inbound.metadata["display"]
+        last = await session.scalar(
+            select(Message).where(Message.conversation_id == conversation.id, Message.direction == "out")
+            .order_by(Message.id.desc()).limit(1))
+        if last is not None and last.buttons and re.fullmatch(r"\s*\d{1,2}\s*[.)]?\s*", normalize(inbound.text)):
+            index = choice_index(inbound.text, len(last.buttons))
+            if index is not None:
+                return last.buttons[index - 1]["payload"], inbound.text
+        return inbound.text, None
+
+    async def _consent_keyword(self, session: AsyncSession, conversation: Conversation,
+                               message: Message) -> list[Message]:
+        """STOP, START and HELP change consent in the same transaction that stores the message."""
+        kind = consent.keyword(message.text)
+        patient_id, channel = conversation.patient_id, conversation.channel
+        if kind == "opt_in" and message.text.strip().lower() == "yes" and await consent.current(
+                session, patient_id, channel, ConsentPurpose.transactional) != ConsentStatus.revoked:
+            return []  # "yes" is an answer unless the patient had opted out
+        if kind is None:
+            return []
+        message.status = "consent"
+        if kind == "help":
+            hospital = self.hospital
+            reply = text("help_keyword", message.language, hospital=hospital[f"name_{message.language}"],
+                         phone=hospital["phone"], email=hospital["email"])
+        else:
+            status = ConsentStatus.revoked if kind == "opt_out" else ConsentStatus.granted
+            consent.record(session, patient_id, channel, status, source=f"keyword:{message.text.strip()[:20]}")
+            session.add(JourneyEvent(patient_id=patient_id, kind=f"consent_{status.value}", reference=channel))
+            reply = text("opted_out" if kind == "opt_out" else "opted_in", message.language)
+        await session.flush()
+        queued = queue_reply(session, conversation, reply, sender="system", language=message.language)
+        await session.flush()
+        return [queued]
 
     async def _answer(self, message_id: int) -> bool:
         """Ask the bot about one stored message; False when Rasa is unreachable (kept for replay)."""

@@ -24,6 +24,38 @@ class Settings(BaseSettings):
     redis_url: str = ""
     replay_interval: float = 3.0
     log_level: str = "INFO"
+    # Channels to serve, by adapter name (channels/registry.py); each refuses to start without its secrets.
+    channels: str = "webchat"
+
+    # Twilio (SMS, WhatsApp, voice). The API URL is configurable so tests can point the official
+    # client at a local fake; the auth token verifies X-Twilio-Signature on every webhook.
+    twilio_account_sid: str = ""
+    twilio_auth_token: str = ""
+    twilio_api_url: str = ""
+    twilio_sms_from: str = ""
+    twilio_whatsapp_from: str = ""
+    sms_rate: float = 1.0  # messages per second per sender: a long code allows about one
+    whatsapp_rate: float = 80.0
+    front_desk_number: str = ""
+
+    # Telegram Bot API; the secret token is set on the webhook and checked on every update.
+    telegram_bot_token: str = ""
+    telegram_secret_token: str = ""
+    telegram_api_url: str = "https://api.telegram.org"
+
+    # E-mail: outbound SMTP with STARTTLS, inbound through a provider's parse webhook.
+    smtp_host: str = ""
+    smtp_port: int = 587
+    smtp_username: str = ""
+    smtp_password: str = ""
+    smtp_starttls: bool = True
+    email_from: str = ""
+    email_reply_domain: str = ""
+    email_inbound_secret: str = ""
+
+    @property
+    def channel_names(self) -> tuple[str, ...]:
+        return tuple(name.strip() for name in self.channels.split(",") if name.strip())
 
     @property
     def base_url(self) -> str:

@@ -26,6 +26,9 @@ class OutboundMessage:
     text: str
     buttons: list[dict[str, str]] = field(default_factory=list)
     language: str = "ar"
+    conversation_id: int | None = None
+    # A pre-approved template (WhatsApp: {"content_sid": "HX…", "variables": {"1": "…"}}).
+    template: dict | None = None
 
 
 @dataclass(frozen=True)
@@ -35,16 +38,26 @@ class ProviderReceipt:
 
 
 class ChannelError(Exception):
-    """A provider refused a message; the text is what staff will see on the failed message."""
+    """A provider refused a message; the text is what staff will see on the failed message.
 
-    def __init__(self, message: str, *, retryable: bool = True):
+    `retryable` for transient failures (5xx, timeouts); `opted_out` when the provider says the
+    recipient has unsubscribed (Twilio 21610): the identity is marked opted out, never retried."""
+
+    def __init__(self, message: str, *, retryable: bool = True, code: str | None = None,
+                 opted_out: bool = False):
         super().__init__(message)
-        self.retryable = retryable
+        self.retryable = retryable and not opted_out
+        self.code = code
+        self.opted_out = opted_out
 
 
 class ChannelAdapter(ABC):
     name: ClassVar[str]
     renders_buttons: ClassVar[bool] = False
+    # STOP/START/HELP are honoured on channels where carriers and patients expect them.
+    honours_keywords: ClassVar[bool] = False
+    # Messages per second this hub may send on the channel (None: no limit).
+    rate_per_second: float | None = None
 
     @classmethod
     @abstractmethod
@@ -69,4 +82,5 @@ def with_numbered_options(message: OutboundMessage) -> OutboundMessage:
     """Channels without buttons get the choices as numbered lines the patient can answer with."""
     lines = [message.text, ""] + [f"{i}. {b['title']}" for i, b in enumerate(message.buttons, 1)]
     return OutboundMessage(message.message_id, message.channel, message.recipient,
-                           "\n".join(lines).strip(), [], message.language)
+                           "\n".join(lines).strip(), [], message.language, message.conversation_id,
+                           message.template)

@@ -170,6 +170,8 @@ class Conversation(Base):
     assignee: Mapped[str | None] = mapped_column(String(100))
     handoff_reason: Mapped[str | None] = mapped_column(String(50))
     language: Mapped[str] = mapped_column(String(5), default="ar")
+    # WhatsApp's 24-hour customer-service window opens with each message from the patient.
+    last_inbound_at: Mapped[datetime | None] = mapped_column()
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
@@ -195,6 +197,10 @@ class Message(Base):
     # What the patient saw when they tapped a button (the text is its payload, which the bot reads).
     display: Mapped[str | None] = mapped_column(Text)
     buttons: Mapped[list | None] = mapped_column(JSON)
+    # A pre-approved template sent instead of free text (WhatsApp ContentSid and variables).
+    template: Mapped[dict | None] = mapped_column(JSON)
+    # transactional (answers, appointments) or marketing (campaigns): consent is per purpose.
+    purpose: Mapped[str] = mapped_column(String(15), default="transactional")
     provider_message_id: Mapped[str | None] = mapped_column(String(100))
     # inbound: received → pending_bot (Rasa unreachable) → answered | routed_human
     # outbound: queued → sent → delivered | read, or failed

@@ -49,7 +49,8 @@ class Stack:
         return f"http://127.0.0.1:{self.sila_port}"
 
     @classmethod
-    def start(cls, workdir: Path) -> "Stack":
+    def start(cls, workdir: Path, env: dict[str, str] | None = None) -> "Stack":
+        """Start Sila and Rasa; `env` adds settings (SILA_CHANNELS, a fake provider's URL…)."""
         if not MODEL.exists():
             raise RuntimeError("no trained model: `make test` trains it first (make install)")
         database_url = f"sqlite+aiosqlite:///{workdir}/sila.db"
@@ -57,7 +58,7 @@ class Stack:
         stack = cls(workdir, database_url, sila_port, rasa_port, SwitchableProxy(rasa_port).start())
         env = {**os.environ, "SILA_DATABASE_URL": database_url, "SILA_PORT": str(sila_port),
                "SILA_RASA_URL": f"http://127.0.0.1:{stack.proxy.port}", "SILA_REPLAY_INTERVAL": "1",
-               "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}
+               "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3", **(env or {})}
         sila = [sys.executable, "-m", "bot.cli"]
         subprocess.run([*sila, "migrate"], env=env, cwd=ROOT, check=True, capture_output=True)
         subprocess.run([*sila, "seed", "demo"], env=env, cwd=ROOT, check=True, capture_output=True)
