@@ -70,13 +70,8 @@ class ArabicNormalizingTokenizer(WhitespaceTokenizer):
         return tokens
 
 
-@DefaultV1Recipe.register(DefaultV1Recipe.ComponentType.MESSAGE_FEATURIZER, is_trainable=False)
-class LanguageDetector(GraphComponent):
-    """Sets `language` ("ar" | "en") on each message; the channel's hint is the fallback."""
-
-    @staticmethod
-    def get_default_config() -> Dict[Text, Any]:
-        return {"default_language": "en"}
+class _RuleBased(GraphComponent):
+    """Rule-based components: configured, never trained, nothing to persist."""
 
     def __init__(self, config: Dict[Text, Any], resource: Optional[Resource] = None) -> None:
         self._config = {**self.get_default_config(), **config}
@@ -89,11 +84,20 @@ class LanguageDetector(GraphComponent):
         model_storage: ModelStorage,
         resource: Resource,
         execution_context: ExecutionContext,
-    ) -> LanguageDetector:
+    ) -> GraphComponent:
         return cls(config, resource)
 
     def train(self, training_data: TrainingData) -> Resource:
-        return self._resource  # nothing to learn
+        return self._resource
+
+
+@DefaultV1Recipe.register(DefaultV1Recipe.ComponentType.MESSAGE_FEATURIZER, is_trainable=False)
+class LanguageDetector(_RuleBased):
+    """Sets `language` ("ar" | "en") on each message; the channel's hint is the fallback."""
+
+    @staticmethod
+    def get_default_config() -> Dict[Text, Any]:
+        return {"default_language": "en"}
 
     def _default(self, message: Message) -> Text:
         metadata = message.get("metadata")
@@ -117,25 +121,8 @@ class LanguageDetector(GraphComponent):
         return training_data
 
 
-class _TrivialExtractor(GraphComponent, EntityExtractorMixin):
-    """Rule-based extractors: nothing to train or persist."""
-
-    def __init__(self, config: Dict[Text, Any], resource: Optional[Resource] = None) -> None:
-        self._config = {**self.get_default_config(), **config}
-        self._resource = resource
-
-    @classmethod
-    def create(
-        cls,
-        config: Dict[Text, Any],
-        model_storage: ModelStorage,
-        resource: Resource,
-        execution_context: ExecutionContext,
-    ) -> GraphComponent:
-        return cls(config, resource)
-
-    def train(self, training_data: TrainingData) -> Resource:
-        return self._resource
+class _TrivialExtractor(_RuleBased, EntityExtractorMixin):
+    """Rule-based entity extractors: each adds the entities of one message."""
 
     def process_training_data(self, training_data: TrainingData) -> TrainingData:
         return training_data
