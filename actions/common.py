@@ -20,10 +20,16 @@ FLOW_SLOTS = ("department", "practitioner", "appointment_day", "slot_choice", "c
               "patient_dob", "appointment_ref", "offered", "held_slot", "flow_stopped")
 
 
-def configure(sessions: async_sessionmaker, settings: Settings) -> None:
-    """Called by the hub at start-up: actions run inside Sila and share its engine."""
+def configure(sessions: async_sessionmaker, settings: Settings, events=None) -> None:
+    """Called by the hub at start-up: actions run inside Sila and share its engine and events."""
     _runtime["sessions"] = sessions
     _runtime["settings"] = settings
+    _runtime["events"] = events
+
+
+def publish(topic: str, event: dict) -> None:
+    if (events := _runtime.get("events")) is not None:
+        events.publish(topic, event)
 
 
 def sessions() -> async_sessionmaker:

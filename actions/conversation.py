@@ -180,6 +180,7 @@ async def hand_over(dispatcher, tracker, *, reason: str, urgent: bool = False, a
                 session.add(JourneyEvent(patient_id=conversation.patient_id, kind="handoff",
                                          reference=str(conversation.id), data={"reason": reason, "urgent": urgent}))
                 await session.commit()
+                common.publish("console", {"type": "handoff", "conversation_id": conversation.id, "urgent": urgent})
     if announce:
         say(dispatcher, tracker, "handoff")
     return [ActiveLoop(None), *common.reset_flow(), SlotSet("offered_human", None)]

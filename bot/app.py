@@ -19,12 +19,13 @@ from bot.events import EventBus
 from bot.outbox import Outbox
 from bot.rasa_client import RasaClient
 from bot.router import Router
-from bot.settings import Settings
+from bot.settings import ROOT, Settings
 from channels.registry import adapter_class
 from channels.base import ChannelAdapter
 from crm_store.content import load_hospital
 from crm_store.db import create_engine, sessionmaker
 from crm_store.models import Department
+from inbox.views import setup_console
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,7 @@ class Hub:
             self.sessions, rasa, self.outbox, self.events, self.settings.default_language,
             keyword_channels=frozenset(n for n, a in self.adapters.items() if a.honours_keywords),
             hospital=load_hospital(self.settings.hospital_file)["hospital"])
-        actions.common.configure(self.sessions, self.settings)
+        actions.common.configure(self.sessions, self.settings, self.events)
 
     async def close(self) -> None:
         await self.http.close()
@@ -81,8 +82,8 @@ async def health(request: web.Request) -> web.Response:
 
 def create_app(settings: Settings, channels: tuple[str, ...] | None = None) -> web.Application:
     app = web.Application(client_max_size=1024 * 1024)
-    aiohttp_jinja2.setup(app, loader=jinja2.FileSystemLoader(Path(__file__).with_name("templates")),
-                         autoescape=True)
+    aiohttp_jinja2.setup(app, autoescape=True, loader=jinja2.FileSystemLoader(
+        [Path(__file__).with_name("templates"), ROOT / "inbox" / "templates"]))
 
     hub = Hub(settings, channels or settings.channel_names)
     app[HUB] = hub
@@ -104,4 +105,5 @@ def create_app(settings: Settings, channels: tuple[str, ...] | None = None) -> w
     app.router.add_get("/", home)
     app.router.add_get("/healthz", health)
     app.router.add_routes(action_routes())
+    setup_console(app)
     return app

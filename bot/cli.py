@@ -58,6 +58,34 @@ def _seed(args) -> int:
     return 0
 
 
+def _user_add(args) -> int:
+    import getpass
+
+    from crm_store.db import create_engine, sessionmaker
+    from crm_store.models import StaffRole, StaffUser
+    from inbox.security import hash_password
+
+    password = sys.stdin.readline().rstrip("\n") if args.password_stdin else getpass.getpass("Password: ")
+    if len(password) < 12:
+        print("a staff password needs at least 12 characters", file=sys.stderr)
+        return 2
+
+    async def run() -> None:
+        engine = create_engine(get_settings().database_url)
+        try:
+            async with sessionmaker(engine)() as session:
+                session.add(StaffUser(username=args.username, display_name=args.name or args.username,
+                                      password_hash=hash_password(password), role=StaffRole(args.role),
+                                      language=args.language))
+                await session.commit()
+        finally:
+            await engine.dispose()
+
+    asyncio.run(run())
+    print(f"staff user {args.username} ({args.role}) added")
+    return 0
+
+
 def training_fingerprint() -> str:
     digest = hashlib.sha256()
     for entry in TRAINING_INPUTS:
@@ -111,6 +139,14 @@ def main(argv: list[str] | None = None) -> int:
     seed = commands.add_parser("seed", help="load content into the CRM store")
     seed.add_argument("what", choices=["demo"])
     seed.set_defaults(func=_seed)
+    user = commands.add_parser("user", help="staff accounts").add_subparsers(dest="user_command", required=True)
+    user_add = user.add_parser("add", help="add a staff user (password asked, or read from stdin)")
+    user_add.add_argument("username")
+    user_add.add_argument("--role", choices=["agent", "supervisor", "marketer", "admin"], required=True)
+    user_add.add_argument("--name", default="")
+    user_add.add_argument("--language", choices=["ar", "en"], default="ar")
+    user_add.add_argument("--password-stdin", action="store_true")
+    user_add.set_defaults(func=_user_add)
     train = commands.add_parser("train", help="train the Rasa model when its inputs changed")
     train.add_argument("--force", action="store_true")
     train.set_defaults(func=_train)

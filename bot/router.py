@@ -190,6 +190,7 @@ class Router:
                                           Message.provider_message_id == inbound.provider_message_id))
                 return Received(existing.conversation_id, existing.id, duplicate=True)
         self.events.publish(topic(conversation.id), message_event(message))
+        self.events.publish("console", {"type": "activity", "conversation_id": conversation.id})
         if replies:
             await self.outbox.deliver([r.id for r in replies])
         return Received(conversation.id, message.id)

@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import asyncio
 import os
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from sqlalchemy import text
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from bot.settings import ROOT
@@ -27,13 +29,38 @@ async def _reset_postgres(url: str) -> None:
         await engine.dispose()
 
 
+@pytest.fixture(scope="session")
+def postgres_url():
+    """A scratch database of this test run on the PostgreSQL server of SILA_TEST_POSTGRES_URL, so
+    concurrent runs on one server never drop each other's tables."""
+    server = make_url(POSTGRES_URL)
+    name = f"sila_test_{os.getpid()}"
+
+    async def admin(statement: str) -> None:
+        engine = create_async_engine(server, isolation_level="AUTOCOMMIT")
+        try:
+            async with engine.connect() as conn:
+                await conn.execute(text(statement))
+        finally:
+            await engine.dispose()
+
+    def run(statement: str) -> None:  # in a thread: pytest-asyncio may already run a loop here
+        with ThreadPoolExecutor(1) as pool:
+            pool.submit(asyncio.run, admin(statement)).result()
+
+    run(f'DROP DATABASE IF EXISTS "{name}"')
+    run(f'CREATE DATABASE "{name}"')
+    yield server.set(database=name).render_as_string(hide_password=False)
+    run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 @pytest.fixture(params=["sqlite", "postgres"])
-async def store_url(request, tmp_path) -> str:
+async def store_url(request, tmp_path, postgres_url) -> str:
     """A freshly migrated database: the same tests run on both backends."""
     if request.param == "sqlite":
         url = f"sqlite+aiosqlite:///{tmp_path}/sila.db"
     else:
-        url = POSTGRES_URL
+        url = postgres_url
         await _reset_postgres(url)
     await asyncio.to_thread(upgrade, url)
     return url

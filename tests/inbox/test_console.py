@@ -1,0 +1,134 @@
+"""The staff console's security: sign-in, lockout, sessions, CSRF, roles, and the audit trail."""
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import select, update
+
+from bot.app import HUB, create_app
+from bot.settings import Settings
+from channels.base import InboundMessage
+from crm_store.models import AuditEntry, Conversation, ConversationStatus, Message, StaffRole, StaffSession, StaffUser, utcnow
+from inbox.security import hash_password
+from tests.fakes.tcp_proxy import _free_port
+
+PASSWORD = "correct horse battery"
+
+
+@pytest.fixture
+async def client(aiohttp_client, store_url):
+    settings = Settings(database_url=store_url, rasa_url=f"http://127.0.0.1:{_free_port()}", rasa_timeout=2,
+                        replay_interval=3600)
+    client = await aiohttp_client(create_app(settings))
+    async with client.app[HUB].sessions() as session:
+        for name, role in (("amal", StaffRole.agent), ("mariam", StaffRole.marketer), ("root", StaffRole.admin)):
+            session.add(StaffUser(username=name, display_name=name.title(), password_hash=hash_password(PASSWORD),
+                                  role=role, language="en"))
+        await session.commit()
+    # A patient who asked for a person.
+    router = client.app[HUB].router
+    received = await router.receive(InboundMessage("webchat", "patient-token", "I need a person", "p-1"))
+    async with client.app[HUB].sessions() as session:
+        conversation = await session.get(Conversation, received.conversation_id)
+        conversation.status = ConversationStatus.pending_human
+        await session.commit()
+    client.conversation_id = received.conversation_id
+    return client
+
+
+async def sign_in(client, username: str, password: str = PASSWORD):
+    page = await (await client.get("/console/login")).text()
+    token = re.search(r'name="_csrf" value="([^"]+)"', page).group(1)
+    return await client.post("/console/login", data={"_csrf": token, "username": username, "password": password},
+                             allow_redirects=False)
+
+
+async def csrf_of(client, path: str) -> str:
+    page = await (await client.get(path)).text()
+    return re.search(r'name="_csrf" value="([^"]+)"', page).group(1)
+
+
+async def audit_rows(client, action: str) -> list[AuditEntry]:
+    async with client.app[HUB].sessions() as session:
+        return (await session.scalars(select(AuditEntry).where(AuditEntry.action == action))).all()
+
+
+async def test_sign_in_sets_a_strict_http_only_session_and_a_new_id_each_time(client):
+    first = await sign_in(client, "amal")
+    assert first.status == 302
+    cookie = first.cookies["sila_console"]
+    assert cookie["httponly"] and cookie["samesite"] == "Strict"
+    second = await sign_in(client, "amal")
+    assert second.cookies["sila_console"].value != cookie.value
+    assert [r.outcome for r in await audit_rows(client, "login")] == ["ok", "ok"]
+
+
+async def test_wrong_passwords_lock_the_account(client):
+    for _ in range(5):
+        assert (await sign_in(client, "amal", "wrong password!")).status == 401
+    locked = await sign_in(client, "amal")  # even the right password, while locked
+    assert locked.status == 401 and "Too many failed attempts" in await locked.text()
+    assert [r.outcome for r in await audit_rows(client, "login")][-1] == "locked"
+
+
+async def test_login_form_without_its_csrf_token_is_refused(client):
+    await client.get("/console/login")
+    response = await client.post("/console/login", data={"username": "amal", "password": PASSWORD})
+    assert response.status == 403
+
+
+async def test_state_changes_need_the_csrf_token(client):
+    await sign_in(client, "amal")
+    path = f"/console/conversations/{client.conversation_id}"
+    assert (await client.post(path + "/claim", data={})).status == 403
+    assert (await client.post(path + "/claim", data={"_csrf": "forged"})).status == 403
+    ok = await client.post(path + "/claim", data={"_csrf": await csrf_of(client, path)}, allow_redirects=False)
+    assert ok.status == 302
+
+
+async def test_idle_sessions_end(client):
+    await sign_in(client, "amal")
+    assert (await client.get("/console", allow_redirects=False)).status == 200
+    async with client.app[HUB].sessions() as session:
+        await session.execute(update(StaffSession).values(last_seen_at=utcnow() - timedelta(minutes=31)))
+        await session.commit()
+    response = await client.get("/console", allow_redirects=False)
+    assert response.status == 302 and response.headers["Location"].startswith("/console/login")
+
+
+async def test_a_marketer_cannot_open_patient_conversations(client):
+    await sign_in(client, "mariam")
+    assert (await client.get("/console", allow_redirects=False)).status == 403
+    assert (await client.get(f"/console/conversations/{client.conversation_id}")).status == 403
+    denied = await audit_rows(client, "denied:conversation_view")
+    assert denied and denied[0].outcome == "forbidden" and denied[0].username == "mariam"
+    assert (await client.get("/console/audit")).status == 403
+
+
+async def test_agent_reads_claims_replies_notes_and_resolves_with_an_audit_row_each(client):
+    await sign_in(client, "amal")
+    path = f"/console/conversations/{client.conversation_id}"
+    page = await (await client.get(path)).text()
+    assert "I need a person" in page
+    csrf = re.search(r'name="_csrf" value="([^"]+)"', page).group(1)
+    for action, data in (("claim", {}), ("reply", {"text": "Hello, this is Amal from reception."}),
+                         ("note", {"text": "Patient sounded worried"}), ("resolve", {})):
+        response = await client.post(f"{path}/{action}", data={"_csrf": csrf, **data}, allow_redirects=False)
+        assert response.status == 302, action
+    async with client.app[HUB].sessions() as session:
+        conversation = await session.get(Conversation, client.conversation_id)
+        sent = (await session.scalars(select(Message).where(Message.sender == "staff").order_by(Message.id))).all()
+        views = (await session.scalars(select(AuditEntry).where(AuditEntry.username == "amal")
+                                       .order_by(AuditEntry.id))).all()
+    assert conversation.status == ConversationStatus.bot and conversation.assignee is None
+    assert [(m.private, m.status) for m in sent] == [(False, "sent"), (True, "note")]
+    assert [v.action for v in views] == ["login", "view_conversation", "claim", "reply", "note", "resolve"]
+    assert all(v.patient_id == conversation.patient_id for v in views[1:])
+
+
+async def test_admin_reads_the_audit_log(client):
+    await sign_in(client, "root")
+    page = await (await client.get("/console/audit")).text()
+    assert "login" in page and "root" in page
