@@ -19,6 +19,7 @@ from twilio.twiml.voice_response import VoiceResponse
 
 from bot.formatting import arabic_digits
 from bot.nlu.arabic import normalize
+from bot.texts import text
 from channels.base import ChannelAdapter, ChannelError, InboundMessage, OutboundMessage, ProviderReceipt
 from channels.twilio_signature import verified_form
 from crm_store.models import (
@@ -42,38 +43,13 @@ HUMAN_OWNED = (ConversationStatus.pending_human, ConversationStatus.human)
 # Final call statuses of Twilio's status callback.
 CALL_ENDED = {"completed", "busy", "failed", "no-answer", "canceled"}
 
-# What only the phone line says (the bot's own sentences come from bot/texts.yml through Rasa).
-PROMPTS = {
-    "greeting": {
-        "en": "Welcome to {hospital}. How can I help you? You can say, for example, book an appointment. "
-              "To speak to our front desk, press 0.",
-        "ar": "أهلًا بك في {hospital}. كيف أقدر أساعدك؟ تقدر تقول مثلًا: أبغى أحجز موعد. "
-              "للتحدث مع موظف الاستقبال اضغط ٠.",
-    },
-    "reask": {
-        "en": "Sorry, I didn't hear anything. How can I help you?",
-        "ar": "عذرًا، لم أسمع شيئًا. كيف أقدر أساعدك؟",
-    },
-    "goodbye": {
-        "en": "We didn't hear from you, so we will end the call now. Call us again any time. Goodbye.",
-        "ar": "لم نسمع منك، لذلك سننهي المكالمة الآن. اتصل بنا في أي وقت. في أمان الله.",
-    },
-    "transfer": {
-        "en": "Please hold while I transfer you to our front desk.",
-        "ar": "لحظة من فضلك، أحوّلك الآن إلى موظف الاستقبال.",
-    },
-    "first_option": {"en": "Press {n} for {title}", "ar": "اضغط {n} لاختيار {title}"},
-    "next_option": {"en": "{n} for {title}", "ar": "{n} لاختيار {title}"},
-}
-
-
-# The phone line's own prompts are kept in the transcript but are not the bot's replies.
-PHONE_LINE_TEXTS = {t for key in ("reask", "goodbye", "transfer") for t in PROMPTS[key].values()}
+# What only the phone line says lives in bot/texts.yml under voice_*; it is kept in the
+# transcript but is not the bot's reply.
+PHONE_LINE_TEXTS = {text(f"voice_{key}", lang) for key in ("reask", "goodbye", "transfer") for lang in ("en", "ar")}
 
 
 def prompt(key: str, language: str, **values) -> str:
-    entry = PROMPTS[key]
-    return entry.get(language, entry["en"]).format(**values)
+    return text(f"voice_{key}", language, **values)
 
 
 def spoken_options(buttons: list[dict], language: str) -> str:
