@@ -136,8 +136,15 @@ class Router:
             )
             if duplicate is not None:
                 return Received(duplicate.conversation_id, duplicate.id, duplicate=True)
-            identity, conversation = await self.identify(session, inbound.channel, inbound.sender)
-            await session.commit()
+            for attempt in (1, 2):
+                try:
+                    identity, conversation = await self.identify(session, inbound.channel, inbound.sender)
+                    await session.commit()
+                    break
+                except IntegrityError:  # a new sender's first message, delivered twice at once
+                    await session.rollback()
+                    if attempt == 2:
+                        raise
         return await self._store(inbound, identity, conversation)
 
     async def answer_conversation(self, conversation_id: int) -> bool:
@@ -157,31 +164,9 @@ class Router:
 
     async def _store(self, inbound: InboundMessage, identity: ChannelIdentity,
                      conversation: Conversation) -> Received:
-        replies: list[Message] = []
         async with self.sessions() as session:
-            conversation = await session.get(Conversation, conversation.id)
-            patient = await session.get(Patient, conversation.patient_id)
-            # A tapped button sends its payload ("/affirm", "١"); the patient read its title.
-            seen = inbound.metadata.get("display") or inbound.text
-            language = conversation.language if seen.startswith("/") else detect(seen, default=conversation.language)
-            text_for_bot, display = await self._resolve_numbered_choice(session, conversation, inbound)
-            message = Message(
-                conversation_id=conversation.id, channel=inbound.channel, direction="in", sender="patient",
-                text=text_for_bot, display=display, provider_message_id=inbound.provider_message_id,
-                status="received", language=language,
-                entities=[{"media": m} for m in inbound.media] or None,
-            )
-            session.add(message)
-            now = utcnow()
-            conversation.language = language
-            conversation.updated_at = conversation.last_inbound_at = now
-            patient.preferred_language = language
-            (await session.get(ChannelIdentity, identity.id)).last_seen_at = now
-            session.add(JourneyEvent(patient_id=conversation.patient_id, kind="message_in",
-                                     reference=inbound.provider_message_id, data={"channel": inbound.channel}))
-            if inbound.channel in self.keyword_channels:
-                replies = await self._consent_keyword(session, conversation, message)
             try:
+                message, replies = await self._store_in(session, inbound, identity, conversation)
                 await session.commit()
             except IntegrityError:  # the same webhook, delivered twice at the same instant
                 await session.rollback()
@@ -189,11 +174,38 @@ class Router:
                     select(Message).where(Message.channel == inbound.channel,
                                           Message.provider_message_id == inbound.provider_message_id))
                 return Received(existing.conversation_id, existing.id, duplicate=True)
-        self.events.publish(topic(conversation.id), message_event(message))
-        self.events.publish("console", {"type": "activity", "conversation_id": conversation.id})
+        self.events.publish(topic(message.conversation_id), message_event(message))
+        self.events.publish("console", {"type": "activity", "conversation_id": message.conversation_id})
         if replies:
             await self.outbox.deliver([r.id for r in replies])
-        return Received(conversation.id, message.id)
+        return Received(message.conversation_id, message.id)
+
+    async def _store_in(self, session: AsyncSession, inbound: InboundMessage, identity: ChannelIdentity,
+                        conversation: Conversation) -> tuple[Message, list[Message]]:
+        replies: list[Message] = []
+        conversation = await session.get(Conversation, conversation.id)
+        patient = await session.get(Patient, conversation.patient_id)
+        # A tapped button sends its payload ("/affirm", "١"); the patient read its title.
+        seen = inbound.metadata.get("display") or inbound.text
+        language = conversation.language if seen.startswith("/") else detect(seen, default=conversation.language)
+        text_for_bot, display = await self._resolve_numbered_choice(session, conversation, inbound)
+        message = Message(
+            conversation_id=conversation.id, channel=inbound.channel, direction="in", sender="patient",
+            text=text_for_bot, display=display, provider_message_id=inbound.provider_message_id,
+            status="received", language=language,
+            entities=[{"media": m} for m in inbound.media] or None,
+        )
+        session.add(message)
+        now = utcnow()
+        conversation.language = language
+        conversation.updated_at = conversation.last_inbound_at = now
+        patient.preferred_language = language
+        (await session.get(ChannelIdentity, identity.id)).last_seen_at = now
+        session.add(JourneyEvent(patient_id=conversation.patient_id, kind="message_in",
+                                 reference=inbound.provider_message_id, data={"channel": inbound.channel}))
+        if inbound.channel in self.keyword_channels:
+            replies = await self._consent_keyword(session, conversation, message)
+        return message, replies
 
     @staticmethod
     async def _resolve_numbered_choice(session: AsyncSession, conversation: Conversation,

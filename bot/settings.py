@@ -52,6 +52,7 @@ class Settings(BaseSettings):
     email_from: str = ""
     email_reply_domain: str = ""
     email_inbound_secret: str = ""
+    smtp_ca_file: str = ""  # CA bundle trusted for the SMTP relay; empty: the system's
 
     @property
     def channel_names(self) -> tuple[str, ...]:
