@@ -1,0 +1,388 @@
+"""Telegram: Bot API updates at /webhooks/telegram, replies through the Bot API.
+
+A patient's address on this channel is their private chat id. A Telegram account says nothing
+about who its owner is at the hospital, so it is tied to a patient record only by a signed link
+code (`/start <code>`, from a t.me deep link the portal or web chat shows) or by the patient
+sharing their own phone number, which Telegram has verified.
+"""
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import logging
+import re
+import time
+
+import aiohttp
+import phonenumbers
+from aiohttp import web
+from sqlalchemy import select, update as sql_update
+from sqlalchemy.exc import IntegrityError
+from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, Update
+from telegram.error import (
+    BadRequest,
+    ChatMigrated,
+    Conflict,
+    Forbidden,
+    InvalidToken,
+    NetworkError,
+    RetryAfter,
+    TelegramError,
+    TimedOut,
+)
+from telegram.request import BaseRequest
+
+from bot import consent
+from bot.outbox import queue_reply
+from bot.router import Received
+from channels.base import ChannelAdapter, ChannelError, InboundMessage, OutboundMessage, ProviderReceipt
+from crm_store.models import (
+    ChannelIdentity,
+    Consent,
+    ConsentPurpose,
+    ConsentStatus,
+    Conversation,
+    ConversationStatus,
+    JourneyEvent,
+    Message,
+    Patient,
+)
+
+log = logging.getLogger(__name__)
+SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
+# Telegram keeps at most 64 bytes of a button's callback_data; a longer payload travels as
+# "~<message id>.<button index>" and is read back from the stored message's buttons.
+CALLBACK_LIMIT = 64
+LONG_PAYLOAD = re.compile(r"~(\d+)\.(\d+)")
+# Telegram allows a secret token of 1-256 characters from this set only.
+SECRET_FORMAT = re.compile(r"[A-Za-z0-9_-]{1,256}")
+# A link code travels as a deep link's start parameter: at most 64 characters of [A-Za-z0-9_-].
+# It expires, because a code copied from a screen must not tie a stranger's account for ever.
+LINK_DAYS = 7
+MAC_CHARS = 16  # 96 bits of HMAC-SHA256
+
+# To be moved into bot/texts.yml (telegram_* keys).
+TEXTS = {
+    "telegram_linked": {
+        "en": "Your Telegram account is now linked to your record at the hospital. How can I help you?",
+        "ar": "تم ربط حسابك في تيليجرام بملفك في المستشفى. كيف أقدر أساعدك؟",
+    },
+    "telegram_link_invalid": {
+        "en": "This link is not valid or has expired. Please open the link again from the patient portal.",
+        "ar": "هذا الرابط غير صالح أو منتهي الصلاحية. فضلاً افتح الرابط من جديد من بوابة المريض.",
+    },
+    "telegram_contact_not_own": {
+        "en": "Please share your own phone number (the button under the message box), not someone else's.",
+        "ar": "فضلاً شارك رقم جوالك أنت (من الزر أسفل خانة الكتابة)، وليس رقم شخص آخر.",
+    },
+    "telegram_phone_unknown": {
+        "en": "We could not find a record with this phone number. You can carry on here, "
+              "or open the Telegram link from the patient portal.",
+        "ar": "لم نجد ملفًا بهذا الرقم. تقدر تكمل هنا، أو تفتح رابط تيليجرام من بوابة المريض.",
+    },
+    "telegram_phone_shared": {
+        "en": "Several records share this phone number, so we cannot tell which one is yours. "
+              "Please open the Telegram link from the patient portal.",
+        "ar": "هذا الرقم مسجل في أكثر من ملف، فلا نستطيع معرفة ملفك. فضلاً افتح رابط تيليجرام من بوابة المريض.",
+    },
+}
+
+
+def _mac(secret: str, message: str) -> str:
+    digest = hmac.new(secret.encode(), message.encode(), hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(digest).decode()[:MAC_CHARS]
+
+
+def link_code(patient_id: int, secret: str, *, days: int = LINK_DAYS, now: float | None = None) -> str:
+    """A short code that links a Telegram chat to this patient, valid for `days` days."""
+    expires = int((now or time.time()) // 86400) + days
+    return f"{patient_id}-{expires}-{_mac(secret, f'sila-telegram-link:{patient_id}:{expires}')}"
+
+
+def read_link_code(code: str, secret: str, *, now: float | None = None) -> int | None:
+    """The patient id a link code stands for, or None when forged, garbled or expired."""
+    match = re.fullmatch(r"([0-9]{1,18})-([0-9]{1,9})-([A-Za-z0-9_-]{%d})" % MAC_CHARS, code.strip())
+    if not match:
+        return None
+    patient_id, expires, mac = int(match[1]), int(match[2]), match[3]
+    if not hmac.compare_digest(mac, _mac(secret, f"sila-telegram-link:{patient_id}:{expires}")):
+        return None
+    return patient_id if (now or time.time()) // 86400 <= expires else None
+
+
+def deep_link(bot_username: str, code: str) -> str:
+    """The t.me link that opens the bot and sends `/start <code>`."""
+    return f"https://t.me/{bot_username}?start={code}"
+
+
+def e164(phone: str) -> str | None:
+    """A Telegram contact's number (international digits, "+" often left out) in E.164."""
+    digits = re.sub(r"[^\d+]", "", phone or "")
+    try:
+        number = phonenumbers.parse(digits if digits.startswith("+") else f"+{digits}")
+    except phonenumbers.NumberParseException:
+        return None
+    if not phonenumbers.is_valid_number(number):
+        return None
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+class HubRequest(BaseRequest):
+    """python-telegram-bot's transport over the hub's aiohttp session, so it closes with the hub."""
+
+    def __init__(self, hub, timeout: float = 15.0):
+        self.hub = hub
+        self.timeout = timeout
+
+    @property
+    def read_timeout(self) -> float:
+        return self.timeout
+
+    async def initialize(self) -> None:
+        pass
+
+    async def shutdown(self) -> None:
+        pass  # the session belongs to the hub
+
+    async def do_request(self, url, method, request_data=None, read_timeout=None, write_timeout=None,
+                         connect_timeout=None, pool_timeout=None) -> tuple[int, bytes]:
+        if request_data is not None and request_data.contains_files:
+            raise TelegramError("file uploads are not supported by this hub")
+        data = request_data.json_parameters if request_data is not None else None
+        try:
+            async with self.hub.http.request(method, url, data=data,
+                                             timeout=aiohttp.ClientTimeout(total=self.timeout)) as response:
+                return response.status, await response.read()
+        except asyncio.TimeoutError as exc:
+            raise TimedOut("the Bot API did not answer in time") from exc
+        except aiohttp.ClientError as exc:
+            raise NetworkError(f"cannot reach the Bot API: {exc}") from exc
+
+
+class TelegramAdapter(ChannelAdapter):
+    name = "telegram"
+    renders_buttons = True
+    honours_keywords = True
+    # The Bot API accepts about 30 messages per second from one bot.
+    rate_per_second = 30.0
+
+    def __init__(self, hub, token: str, secret: str, api_url: str):
+        self.hub = hub
+        self.secret = secret
+        request = HubRequest(hub)
+        self.bot = Bot(token, base_url=f"{api_url.rstrip('/')}/bot", request=request, get_updates_request=request)
+
+    @classmethod
+    def from_settings(cls, settings, hub) -> "TelegramAdapter":
+        if not settings.telegram_bot_token:
+            raise ValueError("the telegram channel needs SILA_TELEGRAM_BOT_TOKEN (from @BotFather)")
+        if not SECRET_FORMAT.fullmatch(settings.telegram_secret_token or ""):
+            raise ValueError("the telegram channel needs SILA_TELEGRAM_SECRET_TOKEN: 1-256 characters "
+                             "of A-Z, a-z, 0-9, _ and -, set on the webhook and checked on every update")
+        return cls(hub, settings.telegram_bot_token, settings.telegram_secret_token, settings.telegram_api_url)
+
+    def routes(self) -> list[web.RouteDef]:
+        return [web.post("/webhooks/telegram", self.webhook)]
+
+    async def set_webhook(self, url: str) -> bool:
+        """Point Telegram at this hub; every update will carry the secret token."""
+        return await self.bot.set_webhook(url, secret_token=self.secret,
+                                          allowed_updates=["message", "callback_query"])
+
+    # Inbound
+
+    async def webhook(self, request: web.Request) -> web.Response:
+        given = request.headers.get(SECRET_HEADER, "")
+        if not hmac.compare_digest(given.encode(), self.secret.encode()):
+            raise web.HTTPForbidden(text="missing or wrong secret token")
+        try:
+            data = await request.json()
+            update = Update.de_json(data, self.bot) if isinstance(data, dict) else None
+        except (ValueError, TypeError, KeyError, AttributeError):
+            update = None
+        if update is None or not isinstance(update.update_id, int):
+            raise web.HTTPBadRequest(text="expected a Telegram Update object")
+        if update.callback_query is not None:
+            await self._button(update)
+        elif update.message is not None and update.message.chat.type == "private":
+            await self._message(update)
+        # Anything else (edits, groups, member changes) is acknowledged, or Telegram resends it.
+        return web.Response(status=200)
+
+    async def _message(self, update: Update) -> None:
+        message = update.message
+        chat = str(message.chat.id)
+        text = (message.text or message.caption or "").strip()
+        if message.contact is not None:
+            await self._link_by_phone(update)
+        elif text == "/start" or text.startswith("/start "):
+            code = text.removeprefix("/start").strip()
+            if code:
+                patient_id = read_link_code(code, self.secret)
+                await self._link(update, patient_id, None if patient_id else "telegram_link_invalid")
+            else:  # opening the bot for the first time: a greeting
+                await self._receive(InboundMessage(
+                    self.name, chat, "/greet", str(update.update_id), metadata={"display": "/start"}))
+        elif text:
+            await self._receive(InboundMessage(self.name, chat, text, str(update.update_id)))
+
+    async def _receive(self, inbound: InboundMessage) -> Received:
+        """Hand the message to the router, once more if a copy of the same update won a race."""
+        # A copy racing this one may win a unique constraint (a new chat's identity, the message);
+        # on the next try the router finds what it stored and treats this one as a duplicate.
+        for attempt in range(3):
+            try:
+                return await self.hub.router.receive(inbound, wait=False)
+            except IntegrityError:
+                if attempt == 2:
+                    raise
+                await asyncio.sleep(0.05 * (attempt + 1))
+
+    async def _button(self, update: Update) -> None:
+        query = update.callback_query
+        chat = str(query.message.chat.id if query.message is not None else query.from_user.id)
+        private = query.message is None or query.message.chat.type == "private"
+        payload, display = await self._payload(chat, query) if private else (None, None)
+        stored = None
+        if payload:
+            stored = await self._receive(InboundMessage(
+                self.name, chat, payload, str(update.update_id), metadata={"display": display or payload}))
+        if stored is None or not stored.duplicate:
+            try:  # the patient's app shows a spinner on the button until it is answered
+                await self.bot.answer_callback_query(query.id)
+            except TelegramError as exc:
+                log.warning("answering a Telegram button tap failed: %s", exc)
+
+    async def _payload(self, chat: str, query) -> tuple[str | None, str | None]:
+        """The payload behind a tapped button and the title the patient saw."""
+        data = query.data or ""
+        markup = getattr(query.message, "reply_markup", None)
+        title = next((b.text for row in (markup.inline_keyboard if markup else ()) for b in row
+                      if b.callback_data == data), None)
+        long = LONG_PAYLOAD.fullmatch(data)
+        if not long:
+            return data or None, title
+        async with self.hub.sessions() as session:
+            buttons = await session.scalar(
+                select(Message.buttons).join(Conversation).join(ChannelIdentity)
+                .where(Message.id == int(long[1]), Message.channel == self.name,
+                       ChannelIdentity.address == chat))
+        index = int(long[2])
+        if not buttons or index >= len(buttons):
+            return None, None
+        return buttons[index]["payload"], title or buttons[index].get("title")
+
+    async def _link_by_phone(self, update: Update) -> None:
+        message = update.message
+        contact = message.contact
+        if message.from_user is None or contact.user_id != message.from_user.id:
+            # Anyone can forward a contact card; only one's own number is proof of anything.
+            await self._link(update, None, "telegram_contact_not_own")
+            return
+        phone = e164(contact.phone_number)
+        async with self.hub.sessions() as session:
+            patients = (await session.scalars(select(Patient.id).where(Patient.phone == phone).limit(2))).all() \
+                if phone else []
+        if len(patients) == 1:
+            await self._link(update, patients[0], None)
+        else:  # family members often share one phone: then the number identifies nobody
+            await self._link(update, None, "telegram_phone_shared" if patients else "telegram_phone_unknown")
+
+    async def _link(self, update: Update, patient_id: int | None, refusal: str | None) -> None:
+        """Tie this chat to a patient (or refuse), and have the reply sent."""
+        for attempt in range(3):  # a concurrent copy of the same update may win a unique constraint
+            try:
+                reply_id = await self._link_once(update, patient_id, refusal)
+            except IntegrityError:
+                if attempt == 2:
+                    raise
+                continue
+            if reply_id is not None:
+                self.hub.outbox.wakeup.set()  # the sender picks the reply up; the webhook answers now
+            return
+
+    async def _link_once(self, update: Update, patient_id: int | None, refusal: str | None) -> int | None:
+        """Link, store the command and queue the reply in one transaction; None for a retried update."""
+        message = update.message
+        chat, provider_id = str(message.chat.id), str(update.update_id)
+        hint = ((message.from_user.language_code or "") if message.from_user else "")[:2]
+        hint = hint if hint in ("ar", "en") else None
+        async with self.hub.sessions() as session:
+            if await session.scalar(select(Message.id).where(Message.channel == self.name,
+                                                             Message.provider_message_id == provider_id)):
+                return None
+            if patient_id is not None and await session.get(Patient, patient_id) is None:
+                patient_id, refusal = None, "telegram_link_invalid"
+            if patient_id is not None:
+                await self._attach(session, chat, patient_id)
+            _, conversation = await self.hub.router.identify(session, self.name, chat, hint)
+            language = hint or conversation.language
+            # Stored like any message, so a retried update is a no-op, but never shown to the bot;
+            # the link code itself is a credential and is not kept.
+            session.add(Message(conversation_id=conversation.id, channel=self.name, direction="in",
+                                sender="patient", text="/contact" if message.contact else "/start",
+                                provider_message_id=provider_id, language=language,
+                                status="link_refused" if refusal else "linked"))
+            reply = queue_reply(session, conversation, TEXTS[refusal or "telegram_linked"][language],
+                                sender="system", language=language)
+            await session.commit()
+            return reply.id
+
+    async def _attach(self, session, chat: str, patient_id: int) -> None:
+        """Move this chat's identity and its open conversation to the patient (created when new)."""
+        identity = await session.scalar(select(ChannelIdentity).where(ChannelIdentity.channel == self.name,
+                                                                      ChannelIdentity.address == chat))
+        if identity is not None and identity.patient_id == patient_id:
+            return
+        if identity is None:
+            session.add(ChannelIdentity(patient_id=patient_id, channel=self.name, address=chat))
+        else:
+            # The router made a placeholder patient on the first message; it stays, empty of this chat.
+            session.add(JourneyEvent(patient_id=identity.patient_id, kind="identity_moved",
+                                     reference=self.name, data={"to_patient": patient_id}))
+            identity.patient_id = patient_id
+            # The open conversation goes along; closed ones stay with whom they happened.
+            await session.execute(sql_update(Conversation).where(
+                Conversation.identity_id == identity.id, Conversation.status != ConversationStatus.closed)
+                .values(patient_id=patient_id))
+        if await consent.current(session, patient_id, self.name, ConsentPurpose.transactional) is None:
+            # Writing to us is consent to be answered on the same channel (transactional only).
+            session.add(Consent(patient_id=patient_id, channel=self.name, purpose=ConsentPurpose.transactional,
+                                status=ConsentStatus.granted, source=f"link:{self.name}"))
+        session.add(JourneyEvent(patient_id=patient_id, kind="identity_linked", reference=self.name))
+        await session.flush()
+
+    # Outbound
+
+    async def deliver(self, message: OutboundMessage) -> ProviderReceipt:
+        try:
+            chat_id = int(message.recipient)
+        except ValueError:
+            raise ChannelError(f"not a Telegram chat id: {message.recipient!r}", retryable=False) from None
+        markup = InlineKeyboardMarkup(
+            [[InlineKeyboardButton(b["title"], callback_data=_callback_data(message.message_id, i, b["payload"]))]
+             for i, b in enumerate(message.buttons)]) if message.buttons else None
+        try:
+            sent = await self.bot.send_message(chat_id, message.text, reply_markup=markup)
+        except Forbidden as exc:
+            # The patient blocked the bot: like STOP on SMS, nothing more may be sent until they return.
+            blocked = "blocked by the user" in str(exc).lower()
+            raise ChannelError(str(exc), retryable=False, code="403", opted_out=blocked) from exc
+        except RetryAfter as exc:
+            raise ChannelError(str(exc), retryable=True, code="429") from exc
+        except (BadRequest, InvalidToken, Conflict, ChatMigrated) as exc:
+            raise ChannelError(str(exc), retryable=False, code=type(exc).__name__) from exc
+        except (TimedOut, NetworkError) as exc:  # 5xx and unreachable
+            raise ChannelError(str(exc), retryable=True) from exc
+        except TelegramError as exc:
+            raise ChannelError(str(exc), retryable=False) from exc
+        # Message ids are counted per chat, so the chat is part of the provider id.
+        return ProviderReceipt("sent", f"{sent.chat.id}:{sent.message_id}")
+
+
+def _callback_data(message_id: int, index: int, payload: str) -> str:
+    if len(payload.encode()) <= CALLBACK_LIMIT and not LONG_PAYLOAD.fullmatch(payload):
+        return payload
+    return f"~{message_id}.{index}"
