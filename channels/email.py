@@ -60,27 +60,8 @@ MESSAGE_ID = re.compile(r"<[^<>\s]+>")
 # Invisible direction marks Gmail wraps around Arabic quote headers.
 BIDI = re.compile("[\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 
-# The words of the mail's frame (subject, footer, unsubscribe page), until bot/texts.yml has them.
-FRAME = {
-    "email_subject": {"en": "Your conversation with {hospital}", "ar": "محادثتك مع {hospital}"},
-    "email_marketing_subject": {"en": "News from {hospital}", "ar": "جديد {hospital}"},
-    "email_choose": {"en": "Reply to this e-mail with the number of your choice.",
-                     "ar": "ردّ على هذه الرسالة برقم اختيارك."},
-    "email_unsubscribe": {"en": "Unsubscribe from news by e-mail", "ar": "إلغاء الاشتراك في الأخبار عبر البريد"},
-    "email_unsubscribe_confirm": {
-        "en": "Stop receiving news from {hospital} by e-mail? Messages about your appointments will still arrive.",
-        "ar": "هل تريد إيقاف أخبار {hospital} عبر البريد الإلكتروني؟ ستصلك رسائل مواعيدك كالمعتاد."},
-    "email_unsubscribed": {"en": "Done: you will no longer receive news from {hospital} by e-mail.",
-                           "ar": "تم: لن تصلك أخبار {hospital} عبر البريد الإلكتروني بعد الآن."},
-}
-
-
 def frame(key: str, language: str, **values) -> str:
-    try:
-        return say(key, language, **values)
-    except KeyError:
-        entry = FRAME[key]
-        return (entry.get(language) or entry["en"]).format(**values)
+    return say(key, language, **values)
 
 
 # --- tokens ---------------------------------------------------------------------------------------

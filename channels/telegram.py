@@ -37,6 +37,7 @@ from telegram.request import BaseRequest
 from bot import consent
 from bot.outbox import queue_reply
 from bot.router import Received
+from bot.texts import text as say
 from channels.base import ChannelAdapter, ChannelError, InboundMessage, OutboundMessage, ProviderReceipt
 from crm_store.models import (
     ChannelIdentity,
@@ -62,33 +63,6 @@ SECRET_FORMAT = re.compile(r"[A-Za-z0-9_-]{1,256}")
 # It expires, because a code copied from a screen must not tie a stranger's account for ever.
 LINK_DAYS = 7
 MAC_CHARS = 16  # 96 bits of HMAC-SHA256
-
-# To be moved into bot/texts.yml (telegram_* keys).
-TEXTS = {
-    "telegram_linked": {
-        "en": "Your Telegram account is now linked to your record at the hospital. How can I help you?",
-        "ar": "تم ربط حسابك في تيليجرام بملفك في المستشفى. كيف أقدر أساعدك؟",
-    },
-    "telegram_link_invalid": {
-        "en": "This link is not valid or has expired. Please open the link again from the patient portal.",
-        "ar": "هذا الرابط غير صالح أو منتهي الصلاحية. فضلاً افتح الرابط من جديد من بوابة المريض.",
-    },
-    "telegram_contact_not_own": {
-        "en": "Please share your own phone number (the button under the message box), not someone else's.",
-        "ar": "فضلاً شارك رقم جوالك أنت (من الزر أسفل خانة الكتابة)، وليس رقم شخص آخر.",
-    },
-    "telegram_phone_unknown": {
-        "en": "We could not find a record with this phone number. You can carry on here, "
-              "or open the Telegram link from the patient portal.",
-        "ar": "لم نجد ملفًا بهذا الرقم. تقدر تكمل هنا، أو تفتح رابط تيليجرام من بوابة المريض.",
-    },
-    "telegram_phone_shared": {
-        "en": "Several records share this phone number, so we cannot tell which one is yours. "
-              "Please open the Telegram link from the patient portal.",
-        "ar": "هذا الرقم مسجل في أكثر من ملف، فلا نستطيع معرفة ملفك. فضلاً افتح رابط تيليجرام من بوابة المريض.",
-    },
-}
-
 
 def _mac(secret: str, message: str) -> str:
     digest = hmac.new(secret.encode(), message.encode(), hashlib.sha256).digest()
@@ -325,7 +299,7 @@ class TelegramAdapter(ChannelAdapter):
                                 sender="patient", text="/contact" if message.contact else "/start",
                                 provider_message_id=provider_id, language=language,
                                 status="link_refused" if refusal else "linked"))
-            reply = queue_reply(session, conversation, TEXTS[refusal or "telegram_linked"][language],
+            reply = queue_reply(session, conversation, say(refusal or "telegram_linked", language),
                                 sender="system", language=language)
             await session.commit()
             return reply.id
