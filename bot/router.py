@@ -21,6 +21,7 @@ from bot.nlu.language import detect
 from bot.outbox import Outbox, queue_reply
 from bot.rasa_client import RasaClient, RasaUnavailable
 from bot.texts import text
+from bot.triage import is_emergency
 from channels.base import InboundMessage
 from crm_store.models import (
     ChannelIdentity,
@@ -260,6 +261,8 @@ class Router:
                         "patient_id": conversation.patient_id, "channel": message.channel,
                         "language": message.language}
             text_in, language = message.text, message.language
+        if is_emergency(text_in):
+            text_in = "/emergency"  # Rasa's own syntax for "this message has intent emergency"
         try:
             replies = await self.rasa.converse(str(conversation.id), text_in, metadata)
         except RasaUnavailable as exc:
