@@ -97,10 +97,13 @@ class Outbox:
                     consent.record(session, conversation.patient_id, message.channel, ConsentStatus.revoked,
                                    source=f"provider:{exc.code}")
                 log.warning("delivery of message %s failed (attempt %s): %s", message.id, message.attempts, exc)
-            else:
-                message.status = receipt.status
-                message.provider_message_id = receipt.provider_message_id or message.provider_message_id
-                message.error = None
+                await session.commit()
+                return
+            # Conditional: a provider's status callback may already have moved the message on.
+            await session.execute(
+                update(Message).where(Message.id == message.id, Message.status == "sending")
+                .values(status=receipt.status, error=None,
+                        provider_message_id=receipt.provider_message_id or message.provider_message_id))
             await session.commit()
 
     async def run(self, interval: float = 2.0) -> None:

@@ -33,7 +33,7 @@ class OutboundMessage:
 
 @dataclass(frozen=True)
 class ProviderReceipt:
-    status: str  # sent | delivered | queued
+    status: str  # sent | delivered (never "queued": that means "ours to send" in the outbox)
     provider_message_id: str | None = None
 
 
