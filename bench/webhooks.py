@@ -1,0 +1,168 @@
+"""Inbound SMS webhooks under load: signed Twilio webhooks from 50 concurrent clients on loopback,
+each answered once the message is stored (the reply is enqueued and sent in the background).
+
+Sila runs as its own process (`sila serve`, SQLite, SMS channel). The bot is either an instant
+stand-in for Rasa's REST channel (--bot instant: every message is answered and the reply sent to
+the fake Twilio, with no model time in the way) or unreachable (--bot down: one "reply will
+follow" per patient, the rest kept for replay). Prints figures; asserts nothing.
+Usage: python -m bench.webhooks [--requests 5000] [--clients 50] [--bot instant|down]
+       [--database-url postgresql+asyncpg://…]
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+import urllib.request
+from pathlib import Path
+
+import aiohttp
+from aiohttp import web
+from twilio.request_validator import RequestValidator
+
+from bot.settings import ROOT
+from tests.fakes.tcp_proxy import _free_port
+from tests.fakes.twilio_server import FakeTwilio
+
+SID, TOKEN, SMS_FROM = "AC" + "b" * 32, "bench-auth-token", "+15005550006"
+PATH = "/webhooks/twilio/messages"
+
+
+class InstantBot:
+    """Rasa's REST channel answering every message at once, in a thread of its own."""
+
+    def __init__(self):
+        self.port = _free_port()
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+
+    async def _reply(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        return web.json_response([{"recipient_id": body["sender"], "text": "We open at 8:00 am."}])
+
+    async def _status(self, request: web.Request) -> web.Response:
+        return web.json_response({"model_file": "instant"})
+
+    async def _start(self) -> None:
+        app = web.Application()
+        app.router.add_post("/webhooks/rest/webhook", self._reply)
+        app.router.add_get("/status", self._status)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+
+    def start(self) -> "InstantBot":
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(timeout=10)
+        return self
+
+    def stop(self) -> None:
+        asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(timeout=10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=10)
+        self._loop.close()
+
+
+def start_sila(workdir: Path, fake: FakeTwilio, database_url: str | None,
+               bot: InstantBot | None) -> tuple[subprocess.Popen, str]:
+    port = _free_port()
+    database_url = database_url or f"sqlite+aiosqlite:///{workdir}/sila.db"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "SILA_DATABASE_URL": database_url,
+           "SILA_PORT": str(port), "SILA_RASA_URL": f"http://127.0.0.1:{bot.port if bot else _free_port()}",
+           "SILA_REPLAY_INTERVAL": "3600", "SILA_CHANNELS": "sms", "SILA_TWILIO_ACCOUNT_SID": SID,
+           "SILA_TWILIO_AUTH_TOKEN": TOKEN, "SILA_TWILIO_API_URL": fake.url, "SILA_TWILIO_SMS_FROM": SMS_FROM,
+           "SILA_SMS_RATE": "1000", "SILA_LOG_LEVEL": "ERROR"}
+    sila = [sys.executable, "-m", "bot.cli"]
+    subprocess.run([*sila, "migrate"], env=env, cwd=ROOT, check=True, capture_output=True)
+    subprocess.run([*sila, "seed", "demo"], env=env, cwd=ROOT, check=True, capture_output=True)
+    log = open(workdir / "sila.log", "wb")
+    proc = subprocess.Popen([*sila, "serve"], env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    for _ in range(120):
+        try:
+            with urllib.request.urlopen(base + "/healthz", timeout=2):
+                return proc, base
+        except OSError:
+            time.sleep(0.5)
+    proc.terminate()
+    raise RuntimeError((workdir / "sila.log").read_text()[-3000:])
+
+
+async def load(base: str, total: int, clients: int, first: int = 0) -> tuple[list[float], float, dict[int, int]]:
+    validator = RequestValidator(TOKEN)
+    url = base + PATH  # no public URL configured: Sila checks the URL it was called on
+    counter = iter(range(first, first + total))
+    run = uuid.uuid4().hex[:8]  # fresh MessageSids on every run, even against a reused database
+    latencies: list[float] = []
+    statuses: dict[int, int] = {}
+
+    async def client(http: aiohttp.ClientSession, n: int) -> None:
+        sender = f"+9665{n:08d}"
+        for i in counter:
+            sid = f"SM{run}{i:024x}"
+            params = {"MessageSid": sid, "SmsMessageSid": sid, "AccountSid": SID, "From": sender,
+                      "To": SMS_FROM, "Body": f"what time do you open? ({i})", "NumMedia": "0"}
+            headers = {"X-Twilio-Signature": validator.compute_signature(url, params)}
+            started = time.perf_counter()
+            async with http.post(url, data=params, headers=headers) as response:
+                await response.read()
+            latencies.append(time.perf_counter() - started)
+            statuses[response.status] = statuses.get(response.status, 0) + 1
+
+    connector = aiohttp.TCPConnector(limit=clients)
+    async with aiohttp.ClientSession(connector=connector) as http:
+        started = time.perf_counter()
+        await asyncio.gather(*(client(http, n) for n in range(clients)))
+        elapsed = time.perf_counter() - started
+    return latencies, elapsed, statuses
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) a process has used so far, from /proc (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=5000)
+    parser.add_argument("--clients", type=int, default=50)
+    parser.add_argument("--bot", choices=["instant", "down"], default="instant")
+    parser.add_argument("--database-url", help="an empty PostgreSQL database (default: a new SQLite file)")
+    args = parser.parse_args()
+    fake = FakeTwilio(SID, TOKEN).start()
+    bot = InstantBot().start() if args.bot == "instant" else None
+    with tempfile.TemporaryDirectory() as tmp:
+        proc, base = start_sila(Path(tmp), fake, args.database_url, bot)
+        try:
+            asyncio.run(load(base, min(200, args.requests), args.clients))  # warm-up: new patients, pools
+            cpu = cpu_seconds(proc.pid)
+            latencies, elapsed, statuses = asyncio.run(load(base, args.requests, args.clients, first=10**6))
+            cpu = cpu_seconds(proc.pid) - cpu
+        finally:
+            proc.terminate()
+            proc.wait(timeout=20)
+            fake.stop()
+            if bot:
+                bot.stop()
+    ordered = sorted(latencies)
+    p = lambda q: ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000  # noqa: E731
+    print(f"Twilio SMS webhooks, {len(latencies)} requests from {args.clients} concurrent clients on loopback "
+          f"(one Sila process, {(args.database_url or 'sqlite').split(':')[0]}, bot {args.bot}): {len(latencies) / elapsed:.0f} requests/s; response time "
+          f"p50 {p(0.50):.1f} ms, p99 {p(0.99):.1f} ms, mean {statistics.mean(latencies) * 1000:.1f} ms, "
+          f"max {ordered[-1] * 1000:.0f} ms; statuses {statuses}; replies sent to the fake: {len(fake.messages)}")
+    # On a shared machine the wall-clock figures depend on the neighbours; Sila's own CPU does not.
+    print(f"Sila used {cpu:.1f} CPU-seconds: {cpu / len(latencies) * 1000:.1f} ms of CPU per webhook "
+          f"(at most {len(latencies) / cpu:.0f} requests/s per fully available core); "
+          f"machine load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+
+
+if __name__ == "__main__":
+    main()
