@@ -51,6 +51,7 @@ nlu-eval: install
 
 bench: install
 	.venv/bin/python -m bench.run_all
+	.venv/bin/python -m bench.webhooks --bot instant
 
 clean:
 	rm -rf .venv .venv-rasa models var
