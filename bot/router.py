@@ -130,23 +130,37 @@ class Router:
         return stored
 
     async def store(self, inbound: InboundMessage) -> Received:
-        async with self.sessions() as session:
-            duplicate = await session.scalar(
-                select(Message).where(Message.channel == inbound.channel,
-                                      Message.provider_message_id == inbound.provider_message_id)
-            )
-            if duplicate is not None:
-                return Received(duplicate.conversation_id, duplicate.id, duplicate=True)
-            for attempt in (1, 2):
+        """One transaction: find or create the patient, store the message, apply consent keywords.
+        A copy of the same webhook racing this one loses on a unique constraint and is a duplicate."""
+        for attempt in (1, 2):
+            async with self.sessions() as session:
+                if existing := await self._stored(session, inbound):
+                    return existing
                 try:
                     identity, conversation = await self.identify(session, inbound.channel, inbound.sender)
+                    message, replies = await self._store_in(session, inbound, identity, conversation)
                     await session.commit()
                     break
-                except IntegrityError:  # a new sender's first message, delivered twice at once
+                except IntegrityError:
                     await session.rollback()
+                    if existing := await self._stored(session, inbound):
+                        return existing
                     if attempt == 2:
                         raise
-        return await self._store(inbound, identity, conversation)
+                    # A new sender's identity was created by the racing copy: look again.
+        self.events.publish(topic(message.conversation_id), message_event(message))
+        self.events.publish("console", {"type": "activity", "conversation_id": message.conversation_id})
+        if replies:
+            await self.outbox.deliver([r.id for r in replies])
+        return Received(message.conversation_id, message.id)
+
+    @staticmethod
+    async def _stored(session: AsyncSession, inbound: InboundMessage) -> Received | None:
+        found = (await session.execute(
+            select(Message.id, Message.conversation_id).where(
+                Message.channel == inbound.channel, Message.provider_message_id == inbound.provider_message_id)
+        )).first()
+        return Received(found.conversation_id, found.id, duplicate=True) if found else None
 
     async def answer_conversation(self, conversation_id: int) -> bool:
         """Answer every unanswered message of one conversation, oldest first; False when Rasa is
@@ -162,24 +176,6 @@ class Router:
                     await self._hold_for_replay(conversation_id)
                     return False
             return True
-
-    async def _store(self, inbound: InboundMessage, identity: ChannelIdentity,
-                     conversation: Conversation) -> Received:
-        async with self.sessions() as session:
-            try:
-                message, replies = await self._store_in(session, inbound, identity, conversation)
-                await session.commit()
-            except IntegrityError:  # the same webhook, delivered twice at the same instant
-                await session.rollback()
-                existing = await session.scalar(
-                    select(Message).where(Message.channel == inbound.channel,
-                                          Message.provider_message_id == inbound.provider_message_id))
-                return Received(existing.conversation_id, existing.id, duplicate=True)
-        self.events.publish(topic(message.conversation_id), message_event(message))
-        self.events.publish("console", {"type": "activity", "conversation_id": message.conversation_id})
-        if replies:
-            await self.outbox.deliver([r.id for r in replies])
-        return Received(message.conversation_id, message.id)
 
     async def _store_in(self, session: AsyncSession, inbound: InboundMessage, identity: ChannelIdentity,
                         conversation: Conversation) -> tuple[Message, list[Message]]:
