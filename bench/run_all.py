@@ -4,7 +4,6 @@ stack. Prints figures; asserts nothing."""
 from __future__ import annotations
 
 import asyncio
-import statistics
 import subprocess
 import sys
 import tempfile

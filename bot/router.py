@@ -28,8 +28,6 @@ from crm_store.models import (
     Consent,
     ConsentPurpose,
     ConsentStatus,
-    ConsentPurpose,
-    ConsentStatus,
     Conversation,
     ConversationStatus,
     JourneyEvent,

@@ -203,16 +203,7 @@ class TelegramAdapter(ChannelAdapter):
             await self._receive(InboundMessage(self.name, chat, text, str(update.update_id)))
 
     async def _receive(self, inbound: InboundMessage) -> Received:
-        """Hand the message to the router, once more if a copy of the same update won a race."""
-        # A copy racing this one may win a unique constraint (a new chat's identity, the message);
-        # on the next try the router finds what it stored and treats this one as a duplicate.
-        for attempt in range(3):
-            try:
-                return await self.hub.router.receive(inbound, wait=False)
-            except IntegrityError:
-                if attempt == 2:
-                    raise
-                await asyncio.sleep(0.05 * (attempt + 1))
+        return await self.hub.router.receive(inbound, wait=False)  # a retried update is a no-op there
 
     async def _button(self, update: Update) -> None:
         query = update.callback_query

@@ -21,7 +21,6 @@ import aiohttp
 import phonenumbers
 from aiohttp import web
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 from twilio.base.exceptions import TwilioException
 from twilio.http.async_http_client import AsyncTwilioHttpClient
 from twilio.rest import Client
@@ -145,15 +144,7 @@ class TwilioMessagingAdapter(ChannelAdapter):
         metadata = {key: form[field] for key, field in (("to", "To"), ("profile_name", "ProfileName"))
                     if form.get(field)}
         message = InboundMessage(adapter.name, address, form["Body"].strip()[:4000], sid[:100], media, metadata)
-        for attempt in range(3):
-            try:
-                await self.hub.router.receive(message, wait=False)
-                break
-            except IntegrityError:
-                # Twilio may deliver the same webhook several times at once; the copy that loses the
-                # race for the new patient or the MessageSid finds the winner's rows when it retries.
-                if attempt == 2:
-                    raise
+        await self.hub.router.receive(message, wait=False)  # a retried webhook is a no-op there
         return web.Response(text=EMPTY_TWIML, content_type="text/xml")
 
     async def status(self, request: web.Request) -> web.Response:

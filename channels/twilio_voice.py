@@ -241,15 +241,15 @@ class TwilioVoiceAdapter(ChannelAdapter):
         action = f"{GATHER_PATH}?{urlencode(query)}"
         gather = response.gather(input="speech dtmf", action=action, method="POST",
                                  language=LOCALES.get(language, "en-US"), speech_timeout="auto")
-        for text, lang in said:
-            gather.say(text, language=LOCALES.get(lang, "en-US"))
+        for sentence, lang in said:
+            gather.say(sentence, language=LOCALES.get(lang, "en-US"))
         # Without input Twilio skips the action and runs the next verb: report the silence there.
         response.redirect(action, method="POST")
 
     def _dial(self, said: list[tuple[str, str]]) -> VoiceResponse:
         response = VoiceResponse()
-        for text, lang in said:
-            response.say(text, language=LOCALES.get(lang, "en-US"))
+        for sentence, lang in said:
+            response.say(sentence, language=LOCALES.get(lang, "en-US"))
         response.dial(self.front_desk)
         return response
 

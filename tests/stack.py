@@ -2,7 +2,6 @@
 as subprocesses, with Rasa reached through a proxy the tests can switch off."""
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys

@@ -6,13 +6,13 @@ from datetime import date, datetime, timedelta, timezone
 import pytest
 from rasa_sdk import Tracker
 from rasa_sdk.executor import CollectingDispatcher
-from sqlalchemy import select
+
 
 from actions import common
 from actions.booking import ActionAskSlotChoice, ValidateBookingForm, parse_birth_date
 from actions.common import choice_index
 from bot.settings import Settings
-from crm_store.models import Patient, Practitioner, Slot, SlotStatus
+from crm_store.models import Patient, Slot, SlotStatus
 
 
 @pytest.mark.parametrize("said, expected", [
