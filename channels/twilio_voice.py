@@ -19,6 +19,7 @@ from twilio.twiml.voice_response import VoiceResponse
 
 from bot.formatting import arabic_digits
 from bot.nlu.arabic import normalize
+from bot.router import HUMAN_OWNED
 from bot.texts import text
 from channels.base import ChannelAdapter, ChannelError, InboundMessage, OutboundMessage, ProviderReceipt
 from channels.twilio_signature import verified_form
@@ -39,7 +40,6 @@ STATUS_PATH = VOICE_PATH + "/status"
 LOCALES = {"ar": "ar-SA", "en": "en-US"}
 # Words that ask for a person straight away, whatever the bot is in the middle of (normalised).
 TRANSFER_WORDS = {normalize(w) for w in ("agent", "operator", "موظف", "موظفة")}
-HUMAN_OWNED = (ConversationStatus.pending_human, ConversationStatus.human)
 # Final call statuses of Twilio's status callback.
 CALL_ENDED = {"completed", "busy", "failed", "no-answer", "canceled"}
 
