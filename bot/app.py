@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 import actions.common
 from bot.action_endpoint import action_routes
-from bot.events import EventBus
+from bot.events import EventBus, RedisEventBus
 from bot.outbox import Outbox
 from bot.rasa_client import RasaClient
 from bot.router import Router
@@ -44,6 +44,9 @@ class Hub:
         self.router: Router | None = None
 
     async def open(self) -> None:
+        if self.settings.redis_url:
+            self.events = RedisEventBus(self.settings.redis_url)
+            await self.events.start()
         self.engine = create_engine(self.settings.database_url)
         self.sessions = sessionmaker(self.engine)
         self.http = aiohttp.ClientSession()
@@ -56,6 +59,8 @@ class Hub:
         actions.common.configure(self.sessions, self.settings, self.events)
 
     async def close(self) -> None:
+        if isinstance(self.events, RedisEventBus):
+            await self.events.close()
         await self.http.close()
         await self.engine.dispose()
 
