@@ -57,8 +57,12 @@ class Hub:
             keyword_channels=frozenset(n for n, a in self.adapters.items() if a.honours_keywords),
             hospital=load_hospital(self.settings.hospital_file)["hospital"])
         actions.common.configure(self.sessions, self.settings, self.events)
+        for adapter in self.adapters.values():
+            await adapter.start()
 
     async def close(self) -> None:
+        for adapter in self.adapters.values():
+            await adapter.close()
         if isinstance(self.events, RedisEventBus):
             await self.events.close()
         await self.http.close()

@@ -54,6 +54,12 @@ class Settings(BaseSettings):
     email_inbound_secret: str = ""
     smtp_ca_file: str = ""  # CA bundle trusted for the SMTP relay; empty: the system's
 
+    # Slack for staff: handoff notices in a channel, replies in their thread relayed to the patient.
+    slack_bot_token: str = ""
+    slack_signing_secret: str = ""
+    slack_channel: str = ""
+    slack_api_url: str = "https://slack.com/api/"
+
     @property
     def channel_names(self) -> tuple[str, ...]:
         return tuple(name.strip() for name in self.channels.split(",") if name.strip())

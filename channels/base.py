@@ -68,6 +68,12 @@ class ChannelAdapter(ABC):
     def routes(self) -> list[web.RouteDef]:
         """The aiohttp routes of this channel's webhooks."""
 
+    async def start(self) -> None:
+        """Called once the hub is open (database, router, events); background work starts here."""
+
+    async def close(self) -> None:
+        """Called before the hub closes."""
+
     @abstractmethod
     async def deliver(self, message: OutboundMessage) -> ProviderReceipt:
         """Hand one message to the provider (never a blocking call in the event loop)."""

@@ -13,6 +13,7 @@ ADAPTERS = {
     "voice": "channels.twilio_voice:TwilioVoiceAdapter",
     "telegram": "channels.telegram:TelegramAdapter",
     "email": "channels.email:EmailAdapter",
+    "slack": "channels.slack:SlackAdapter",
 }
 
 
