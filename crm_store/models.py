@@ -356,3 +356,19 @@ class AuditEntry(Base):
     outcome: Mapped[str] = mapped_column(String(20))
     detail: Mapped[dict | None] = mapped_column(JSON)
     remote: Mapped[str | None] = mapped_column(String(64))
+
+
+class SlackThread(Base):
+    """A handoff notice posted to the staff's Slack channel: replies in its thread reach the patient.
+
+    Rows with `event_id` set are Slack events already relayed (Slack retries deliveries)."""
+
+    __tablename__ = "slack_threads"
+    __table_args__ = (UniqueConstraint("channel_id", "thread_ts"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    conversation_id: Mapped[int | None] = mapped_column(ForeignKey("conversations.id"), index=True)
+    channel_id: Mapped[str | None] = mapped_column(String(40))
+    thread_ts: Mapped[str | None] = mapped_column(String(40))
+    event_id: Mapped[str | None] = mapped_column(String(100), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
