@@ -3,12 +3,16 @@ replies, internal notes, claim and resolve, live updates, and the audit log for 
 from __future__ import annotations
 
 import asyncio
+import inspect
+import re
 import secrets
 import time
 from collections import defaultdict, deque
+from functools import lru_cache
 from pathlib import Path
 
 import aiohttp_jinja2
+import yaml
 from aiohttp import WSMsgType, web
 from sqlalchemy import or_, select
 from sqlalchemy.orm import selectinload
@@ -27,8 +31,10 @@ from crm_store.models import (
     Patient,
     Practitioner,
     StaffRole,
+    StaffUser,
     utcnow,
 )
+from crm_store.content import load_hospital
 from inbox import security
 from inbox.security import CSRF, INBOX_ROLES, STAFF, audit, requires
 
@@ -47,7 +53,8 @@ STRINGS = {
            "locked": "Too many failed attempts. Try again in 15 minutes.", "profile": "Patient",
            "appointments": "Appointments", "identities": "Channels and consent", "journey": "Journey",
            "empty": "No conversations here.", "audit": "Audit log", "assigned": "Assigned to",
-           "note_label": "Internal note (never sent)", "over_target": "over target"},
+           "note_label": "Internal note (never sent)", "over_target": "over target",
+           "canned": "Canned reply…", "assign": "Assign to", "assign_button": "Assign"},
     "ar": {"inbox": "صندوق المحادثات", "needs_human": "بانتظار موظف", "mine": "محادثاتي", "unassigned": "غير مسندة",
            "urgent": "عاجلة", "all": "كل المفتوحة", "search": "ابحث بالاسم أو الجوال", "claim": "استلام",
            "reply": "إرسال للمريض", "note": "إضافة ملاحظة داخلية", "resolve": "إنهاء (يعود المساعد)",
@@ -56,9 +63,47 @@ STRINGS = {
            "locked": "محاولات كثيرة فاشلة. حاول بعد ١٥ دقيقة.", "profile": "المريض",
            "appointments": "المواعيد", "identities": "القنوات والموافقات", "journey": "رحلة المريض",
            "empty": "لا توجد محادثات هنا.", "audit": "سجل التدقيق", "assigned": "مسندة إلى",
-           "note_label": "ملاحظة داخلية (لا تُرسل)", "over_target": "تجاوز الهدف"},
+           "note_label": "ملاحظة داخلية (لا تُرسل)", "over_target": "تجاوز الهدف",
+           "canned": "رد جاهز…", "assign": "إسناد إلى", "assign_button": "إسناد"},
 }
 SERVICE_TARGET_MINUTES = 5
+CANNED_FILE = Path(__file__).with_name("canned.yml")
+# Handing a conversation to someone else is a supervisor's call; an agent only claims for themself.
+ASSIGNERS = (StaffRole.supervisor, StaffRole.admin)
+
+
+@lru_cache
+def load_canned(path: Path = CANNED_FILE) -> dict:
+    with open(path, encoding="utf-8") as fh:
+        return yaml.safe_load(fh)
+
+
+class _Blank(dict):
+    """A variable the record lacks reads as empty rather than failing the page."""
+
+    def __missing__(self, key: str) -> str:
+        return ""
+
+
+def fill(template: str, values: dict) -> str:
+    try:
+        text = template.format_map(_Blank(values))
+    except (ValueError, IndexError, AttributeError, KeyError):
+        return template  # a malformed template is shown as written, for the agent to fix by hand
+    # An empty variable leaves "Hello , …": close the gap before punctuation.
+    return re.sub(r" {2,}", " ", re.sub(r"\s+([,.،؛؟?!])", r"\1", text)).strip()
+
+
+def canned_replies(language: str, patient: Patient, agent: StaffUser, hospital: dict) -> list[dict]:
+    """The canned replies in the patient's language, variables filled from their record."""
+    lang = "ar" if language == "ar" else "en"
+    first_name = getattr(patient, f"given_name_{lang}") or ""
+    values = {"first_name": first_name, "agent": agent.display_name or agent.username,
+              "hospital": hospital.get(f"name_{lang}") or "", "hospital_phone": hospital.get("phone") or "",
+              "address": hospital.get(f"address_{lang}") or "", "maps_url": hospital.get("maps_url") or ""}
+    return [{"key": key, "title": (entry.get("title") or {}).get(agent.language, key),
+             "text": fill(str(entry.get(lang) or ""), values)}
+            for key, entry in load_canned().items()]
 
 
 def _hub(request: web.Request):
@@ -191,6 +236,10 @@ async def conversation_view(request: web.Request) -> web.Response:
             .where(Appointment.patient_id == patient.id).order_by(Appointment.id.desc()))).all()
         journey = (await session.scalars(select(JourneyEvent).where(JourneyEvent.patient_id == patient.id)
                                          .order_by(JourneyEvent.id.desc()).limit(50))).all()
+        staff = []
+        if request[STAFF].role in ASSIGNERS:
+            staff = (await session.scalars(select(StaffUser).where(StaffUser.active, StaffUser.role.in_(INBOX_ROLES))
+                                           .order_by(StaffUser.display_name))).all()
         # Every staff read of a patient record is audited.
         audit(session, request, request[STAFF], "view_conversation", patient_id=patient.id,
               conversation_id=conversation.id)
@@ -198,9 +247,12 @@ async def conversation_view(request: web.Request) -> web.Response:
     latest_consent = {}
     for c in consents:
         latest_consent[(c.channel, c.purpose.value)] = c.status.value
+    hospital = load_hospital(hub.settings.hospital_file).get("hospital") or {}
     return aiohttp_jinja2.render_template("console_conversation.html", request, _ctx(
         request, conversation=conversation, patient=patient, messages=messages, identities=identities,
-        consents=latest_consent, appointments=appointments, journey=journey))
+        consents=latest_consent, appointments=appointments, journey=journey, staff=staff,
+        can_assign=request[STAFF].role in ASSIGNERS,
+        canned=canned_replies(conversation.language, patient, request[STAFF], hospital)))
 
 
 async def _change(request: web.Request, action: str, apply) -> web.StreamResponse:
@@ -212,9 +264,21 @@ async def _change(request: web.Request, action: str, apply) -> web.StreamRespons
         conversation = await session.get(Conversation, conversation_id)
         if conversation is None:
             raise web.HTTPNotFound(text="no such conversation")
-        queued = apply(session, conversation, form, request[STAFF])
-        audit(session, request, request[STAFF], action, patient_id=conversation.patient_id,
-              conversation_id=conversation.id)
+        patient_id, previous = conversation.patient_id, conversation.assignee
+        try:
+            queued = apply(session, conversation, form, request[STAFF])
+            if inspect.isawaitable(queued):
+                queued = await queued
+        except web.HTTPException as refused:
+            # A refused action is audited too, with nothing else of it kept.
+            await session.rollback()
+            audit(session, request, request[STAFF], action, outcome=f"refused:{refused.status}",
+                  patient_id=patient_id, conversation_id=conversation_id, detail={"reason": refused.text})
+            await session.commit()
+            raise
+        detail = {"assignee": conversation.assignee, "previous": previous} if action == "assign" else None
+        audit(session, request, request[STAFF], action, patient_id=patient_id,
+              conversation_id=conversation_id, detail=detail)
         await session.commit()
     if queued is not None and not queued.private:
         await hub.outbox.deliver([queued.id])
@@ -231,6 +295,19 @@ async def claim(request: web.Request) -> web.StreamResponse:
     def apply(session, conversation, form, user):
         conversation.assignee, conversation.status = user.username, ConversationStatus.human
     return await _change(request, "claim", apply)
+
+
+@requires(*ASSIGNERS)
+async def assign(request: web.Request) -> web.StreamResponse:
+    """A supervisor hands a conversation to a named colleague, who then owns it (the bot is silent)."""
+    async def apply(session, conversation, form, user):
+        username = str(form.get("assignee", "")).strip()[:64]
+        assignee = username and await session.scalar(
+            select(StaffUser).where(StaffUser.username == username, StaffUser.active))
+        if not assignee or assignee.role not in INBOX_ROLES:
+            raise web.HTTPBadRequest(text="assign to an active staff member who works the inbox")
+        conversation.assignee, conversation.status = assignee.username, ConversationStatus.human
+    return await _change(request, "assign", apply)
 
 
 @requires(*INBOX_ROLES)
@@ -309,6 +386,7 @@ def setup_console(app: web.Application) -> None:
         web.get("/console/audit", audit_log),
         web.get(r"/console/conversations/{id:\d+}", conversation_view),
         web.post(r"/console/conversations/{id:\d+}/claim", claim),
+        web.post(r"/console/conversations/{id:\d+}/assign", assign),
         web.post(r"/console/conversations/{id:\d+}/reply", reply),
         web.post(r"/console/conversations/{id:\d+}/note", note),
         web.post(r"/console/conversations/{id:\d+}/resolve", resolve),

@@ -10,7 +10,17 @@ from sqlalchemy import select, update
 from bot.app import HUB, create_app
 from bot.settings import Settings
 from channels.base import InboundMessage
-from crm_store.models import AuditEntry, Conversation, ConversationStatus, Message, StaffRole, StaffSession, StaffUser, utcnow
+from crm_store.models import (
+    AuditEntry,
+    Conversation,
+    ConversationStatus,
+    Message,
+    Patient,
+    StaffRole,
+    StaffSession,
+    StaffUser,
+    utcnow,
+)
 from inbox.security import hash_password
 from tests.fakes.tcp_proxy import _free_port
 
@@ -23,7 +33,8 @@ async def client(aiohttp_client, store_url):
                         replay_interval=3600)
     client = await aiohttp_client(create_app(settings))
     async with client.app[HUB].sessions() as session:
-        for name, role in (("amal", StaffRole.agent), ("mariam", StaffRole.marketer), ("root", StaffRole.admin)):
+        for name, role in (("amal", StaffRole.agent), ("mariam", StaffRole.marketer), ("root", StaffRole.admin),
+                           ("salma", StaffRole.supervisor)):
             session.add(StaffUser(username=name, display_name=name.title(), password_hash=hash_password(PASSWORD),
                                   role=role, language="en"))
         await session.commit()
@@ -132,3 +143,51 @@ async def test_admin_reads_the_audit_log(client):
     await sign_in(client, "root")
     page = await (await client.get("/console/audit")).text()
     assert "login" in page and "root" in page
+
+
+async def test_canned_replies_are_filled_in_the_patients_language(client):
+    async with client.app[HUB].sessions() as session:
+        conversation = await session.get(Conversation, client.conversation_id)
+        conversation.language = "ar"
+        patient = await session.get(Patient, conversation.patient_id)
+        patient.given_name_ar, patient.given_name_en = "نورة", "Noura"
+        await session.commit()
+    await sign_in(client, "amal")  # an English-speaking agent, an Arabic-speaking patient
+    page = await (await client.get(f"/console/conversations/{client.conversation_id}")).text()
+    greeting = re.search(r'<option value="greeting" data-text="([^"]*)"', page).group(1)
+    assert greeting == "أهلًا نورة، معك Amal من مستشفى النور التخصصي. كيف أقدر أساعدك اليوم؟"
+    assert "Noura" not in page.split('class="canned"')[1].split("</select>")[0]
+
+
+async def test_only_supervisors_and_admins_assign(client):
+    path = f"/console/conversations/{client.conversation_id}"
+    await sign_in(client, "amal")
+    refused = await client.post(path + "/assign", data={"_csrf": await csrf_of(client, path), "assignee": "amal"})
+    assert refused.status == 403
+    assert [(r.username, r.outcome) for r in await audit_rows(client, "denied:assign")] == [("amal", "forbidden")]
+    assert 'action="' + path + '/assign"' not in await (await client.get(path)).text()
+
+    await sign_in(client, "salma")
+    csrf = await csrf_of(client, path)
+    assert 'action="' + path + '/assign"' in await (await client.get(path)).text()
+    done = await client.post(path + "/assign", data={"_csrf": csrf, "assignee": "amal"}, allow_redirects=False)
+    assert done.status == 302
+    async with client.app[HUB].sessions() as session:
+        conversation = await session.get(Conversation, client.conversation_id)
+    assert conversation.assignee == "amal" and conversation.status == ConversationStatus.human
+    [row] = await audit_rows(client, "assign")
+    assert (row.username, row.outcome, row.detail) == ("salma", "ok", {"assignee": "amal", "previous": None})
+    assert row.conversation_id == client.conversation_id
+
+
+@pytest.mark.parametrize("assignee", ["nobody", "mariam", ""])
+async def test_assigning_to_someone_who_cannot_work_the_inbox_is_refused(client, assignee):
+    path = f"/console/conversations/{client.conversation_id}"
+    await sign_in(client, "root")
+    response = await client.post(path + "/assign", data={"_csrf": await csrf_of(client, path), "assignee": assignee})
+    assert response.status == 400
+    async with client.app[HUB].sessions() as session:
+        conversation = await session.get(Conversation, client.conversation_id)
+    assert conversation.assignee is None and conversation.status == ConversationStatus.pending_human
+    [row] = await audit_rows(client, "assign")
+    assert row.outcome == "refused:400" and row.username == "root"
