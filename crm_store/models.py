@@ -361,7 +361,8 @@ class AuditEntry(Base):
 class SlackThread(Base):
     """A handoff notice posted to the staff's Slack channel: replies in its thread reach the patient.
 
-    Rows with `event_id` set are Slack events already relayed (Slack retries deliveries)."""
+    Rows with only `event_id` set record what was already handled: a notice claimed (`notice:…`)
+    or a Slack event relayed (Slack retries deliveries)."""
 
     __tablename__ = "slack_threads"
     __table_args__ = (UniqueConstraint("channel_id", "thread_ts"),)
