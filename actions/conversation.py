@@ -176,6 +176,7 @@ async def hand_over(dispatcher, tracker, *, reason: str, urgent: bool = False, a
             if conversation is not None:
                 conversation.status = ConversationStatus.pending_human
                 conversation.handoff_reason = reason
+                conversation.team = tracker.get_slot("department") or conversation.team
                 conversation.urgent = conversation.urgent or urgent
                 session.add(JourneyEvent(patient_id=conversation.patient_id, kind="handoff",
                                          reference=str(conversation.id), data={"reason": reason, "urgent": urgent}))

@@ -168,6 +168,8 @@ class Conversation(Base):
     )
     urgent: Mapped[bool] = mapped_column(Boolean, default=False)
     assignee: Mapped[str | None] = mapped_column(String(100))
+    # The team (a department code) a handoff is for; supervisors transfer between teams.
+    team: Mapped[str | None] = mapped_column(String(50), index=True)
     handoff_reason: Mapped[str | None] = mapped_column(String(50))
     language: Mapped[str] = mapped_column(String(5), default="ar")
     # WhatsApp's 24-hour customer-service window opens with each message from the patient.

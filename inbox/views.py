@@ -26,6 +26,7 @@ from crm_store.models import (
     Consent,
     Conversation,
     ConversationStatus,
+    Department,
     JourneyEvent,
     Message,
     Patient,
@@ -54,7 +55,8 @@ STRINGS = {
            "appointments": "Appointments", "identities": "Channels and consent", "journey": "Journey",
            "empty": "No conversations here.", "audit": "Audit log", "assigned": "Assigned to",
            "note_label": "Internal note (never sent)", "over_target": "over target",
-           "canned": "Canned reply…", "assign": "Assign to", "assign_button": "Assign"},
+           "canned": "Canned reply…", "assign": "Assign to", "assign_button": "Assign",
+           "team": "Team", "all_teams": "All teams", "transfer": "Transfer to team"},
     "ar": {"inbox": "صندوق المحادثات", "needs_human": "بانتظار موظف", "mine": "محادثاتي", "unassigned": "غير مسندة",
            "urgent": "عاجلة", "all": "كل المفتوحة", "search": "ابحث بالاسم أو الجوال", "claim": "استلام",
            "reply": "إرسال للمريض", "note": "إضافة ملاحظة داخلية", "resolve": "إنهاء (يعود المساعد)",
@@ -64,7 +66,8 @@ STRINGS = {
            "appointments": "المواعيد", "identities": "القنوات والموافقات", "journey": "رحلة المريض",
            "empty": "لا توجد محادثات هنا.", "audit": "سجل التدقيق", "assigned": "مسندة إلى",
            "note_label": "ملاحظة داخلية (لا تُرسل)", "over_target": "تجاوز الهدف",
-           "canned": "رد جاهز…", "assign": "إسناد إلى", "assign_button": "إسناد"},
+           "canned": "رد جاهز…", "assign": "إسناد إلى", "assign_button": "إسناد",
+           "team": "الفريق", "all_teams": "كل الفرق", "transfer": "تحويل إلى فريق"},
 }
 SERVICE_TARGET_MINUTES = 5
 CANNED_FILE = Path(__file__).with_name("canned.yml")
@@ -191,6 +194,8 @@ def _filtered(query, request: web.Request):
         query = query.where(Conversation.channel == channel)
     if language := request.query.get("language"):
         query = query.where(Conversation.language == language)
+    if team := request.query.get("department"):
+        query = query.where(Conversation.team == team)
     if search := request.query.get("q", "").strip():
         like = f"%{search}%"
         query = query.where(or_(Patient.given_name_en.ilike(like), Patient.family_name_en.ilike(like),
@@ -206,6 +211,7 @@ async def inbox(request: web.Request) -> web.Response:
         query = (select(Conversation).join(Patient).options(selectinload(Conversation.patient))
                  .order_by(Conversation.urgent.desc(), Conversation.updated_at))
         conversations = (await session.scalars(_filtered(query, request).limit(200))).all()
+        departments = (await session.scalars(select(Department).order_by(Department.id))).all()
         audit(session, request, request[STAFF], "view_inbox", detail={"view": request.query.get("view"),
                                                                            "count": len(conversations)})
         await session.commit()
@@ -213,7 +219,8 @@ async def inbox(request: web.Request) -> web.Response:
     rows = [{"c": c, "name": c.patient.display_name(request[STAFF].language) or f"#{c.patient_id}",
              "waiting": int((now - (c.last_inbound_at or c.updated_at)).total_seconds() // 60)} for c in conversations]
     return aiohttp_jinja2.render_template("console_inbox.html", request, _ctx(
-        request, rows=rows, view=request.query.get("view", "needs_human"), target=SERVICE_TARGET_MINUTES))
+        request, rows=rows, view=request.query.get("view", "needs_human"), target=SERVICE_TARGET_MINUTES,
+        departments=departments, department=request.query.get("department", "")))
 
 
 @requires(*INBOX_ROLES)
@@ -237,6 +244,7 @@ async def conversation_view(request: web.Request) -> web.Response:
         journey = (await session.scalars(select(JourneyEvent).where(JourneyEvent.patient_id == patient.id)
                                          .order_by(JourneyEvent.id.desc()).limit(50))).all()
         staff = []
+        departments = (await session.scalars(select(Department).order_by(Department.id))).all()
         if request[STAFF].role in ASSIGNERS:
             staff = (await session.scalars(select(StaffUser).where(StaffUser.active, StaffUser.role.in_(INBOX_ROLES))
                                            .order_by(StaffUser.display_name))).all()
@@ -250,7 +258,7 @@ async def conversation_view(request: web.Request) -> web.Response:
     hospital = load_hospital(hub.settings.hospital_file).get("hospital") or {}
     return aiohttp_jinja2.render_template("console_conversation.html", request, _ctx(
         request, conversation=conversation, patient=patient, messages=messages, identities=identities,
-        consents=latest_consent, appointments=appointments, journey=journey, staff=staff,
+        consents=latest_consent, appointments=appointments, journey=journey, staff=staff, departments=departments,
         can_assign=request[STAFF].role in ASSIGNERS,
         canned=canned_replies(conversation.language, patient, request[STAFF], hospital)))
 
@@ -264,7 +272,7 @@ async def _change(request: web.Request, action: str, apply) -> web.StreamRespons
         conversation = await session.get(Conversation, conversation_id)
         if conversation is None:
             raise web.HTTPNotFound(text="no such conversation")
-        patient_id, previous = conversation.patient_id, conversation.assignee
+        patient_id, previous, previous_team = conversation.patient_id, conversation.assignee, conversation.team
         try:
             queued = apply(session, conversation, form, request[STAFF])
             if inspect.isawaitable(queued):
@@ -276,7 +284,8 @@ async def _change(request: web.Request, action: str, apply) -> web.StreamRespons
                   patient_id=patient_id, conversation_id=conversation_id, detail={"reason": refused.text})
             await session.commit()
             raise
-        detail = {"assignee": conversation.assignee, "previous": previous} if action == "assign" else None
+        detail = {"assign": {"assignee": conversation.assignee, "previous": previous},
+                  "transfer": {"team": conversation.team, "previous": previous_team}}.get(action)
         audit(session, request, request[STAFF], action, patient_id=patient_id,
               conversation_id=conversation_id, detail=detail)
         await session.commit()
@@ -308,6 +317,18 @@ async def assign(request: web.Request) -> web.StreamResponse:
             raise web.HTTPBadRequest(text="assign to an active staff member who works the inbox")
         conversation.assignee, conversation.status = assignee.username, ConversationStatus.human
     return await _change(request, "assign", apply)
+
+
+@requires(*ASSIGNERS)
+async def transfer(request: web.Request) -> web.StreamResponse:
+    """A supervisor sends a conversation to another team's queue, unowned, waiting for a person."""
+    async def apply(session, conversation, form, user):
+        team = str(form.get("team", "")).strip()[:50]
+        if not team or not await session.scalar(select(Department.id).where(Department.code == team)):
+            raise web.HTTPBadRequest(text="transfer to one of the hospital's departments")
+        conversation.team, conversation.assignee = team, None
+        conversation.status = ConversationStatus.pending_human
+    return await _change(request, "transfer", apply)
 
 
 @requires(*INBOX_ROLES)
@@ -390,4 +411,5 @@ def setup_console(app: web.Application) -> None:
         web.post(r"/console/conversations/{id:\d+}/reply", reply),
         web.post(r"/console/conversations/{id:\d+}/note", note),
         web.post(r"/console/conversations/{id:\d+}/resolve", resolve),
+        web.post(r"/console/conversations/{id:\d+}/transfer", transfer),
     ])

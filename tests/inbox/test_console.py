@@ -191,3 +191,31 @@ async def test_assigning_to_someone_who_cannot_work_the_inbox_is_refused(client,
     assert conversation.assignee is None and conversation.status == ConversationStatus.pending_human
     [row] = await audit_rows(client, "assign")
     assert row.outcome == "refused:400" and row.username == "root"
+
+
+async def test_supervisors_transfer_to_a_team_and_the_inbox_filters_by_team(client):
+    from crm_store.models import Department
+
+    async with client.app[HUB].sessions() as session:
+        session.add(Department(code="cardiology", name_en="Cardiology", name_ar="أمراض القلب", aliases=[]))
+        await session.commit()
+    path = f"/console/conversations/{client.conversation_id}"
+    await sign_in(client, "amal")
+    assert (await client.post(path + "/transfer", data={"_csrf": await csrf_of(client, path),
+                                                        "team": "cardiology"})).status == 403
+    await sign_in(client, "salma")
+    csrf = await csrf_of(client, path)
+    refused = await client.post(path + "/transfer", data={"_csrf": csrf, "team": "astrology"}, allow_redirects=False)
+    assert refused.status == 400
+    moved = await client.post(path + "/transfer", data={"_csrf": csrf, "team": "cardiology"}, allow_redirects=False)
+    assert moved.status == 302
+    async with client.app[HUB].sessions() as session:
+        conversation = await session.get(Conversation, client.conversation_id)
+    assert (conversation.team, conversation.assignee, conversation.status) == \
+        ("cardiology", None, ConversationStatus.pending_human)
+    rows = await audit_rows(client, "transfer")
+    assert [(r.username, r.outcome, r.detail["team"]) for r in rows if r.outcome == "ok"] == [("salma", "ok", "cardiology")]
+    listed = await (await client.get("/console?view=all&department=cardiology")).text()
+    assert f'data-id="{client.conversation_id}"' in listed
+    other = await (await client.get("/console?view=all&department=dental")).text()
+    assert f'data-id="{client.conversation_id}"' not in other
