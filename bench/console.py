@@ -20,7 +20,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 import uuid
 from pathlib import Path
 
@@ -28,6 +27,7 @@ import aiohttp
 
 from bot.settings import ROOT
 from tests.fakes.tcp_proxy import _free_port
+from tests.stack import wait_http
 
 USERNAME, PASSWORD = "bench_supervisor", "a long enough bench password"
 COOKIE = "sila_console"
@@ -43,17 +43,15 @@ def start_sila(workdir: Path) -> tuple[subprocess.Popen, str]:
     subprocess.run([*cli, "migrate"], env=env, cwd=ROOT, check=True, capture_output=True)
     subprocess.run([*cli, "user", "add", USERNAME, "--role", "supervisor", "--language", "en", "--password-stdin"],
                    input=PASSWORD + "\n", text=True, env=env, cwd=ROOT, check=True, capture_output=True)
-    log = open(workdir / "sila.log", "wb")
-    proc = subprocess.Popen([*cli, "serve"], env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    with open(workdir / "sila.log", "wb") as log:  # the child keeps its own descriptor
+        proc = subprocess.Popen([*cli, "serve"], env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
-    for _ in range(120):
-        try:
-            with urllib.request.urlopen(base + "/healthz", timeout=2):
-                return proc, base
-        except OSError:
-            time.sleep(0.5)
-    proc.terminate()
-    raise RuntimeError((workdir / "sila.log").read_text()[-3000:])
+    try:
+        wait_http(base + "/healthz", proc, workdir / "sila.log", 60)
+    except RuntimeError:
+        proc.terminate()
+        raise
+    return proc, base
 
 
 async def sign_in(http: aiohttp.ClientSession, base: str) -> str:

@@ -20,7 +20,6 @@ import tempfile
 import threading
 import time
 import uuid
-import urllib.request
 from pathlib import Path
 
 import aiohttp
@@ -29,6 +28,7 @@ from twilio.request_validator import RequestValidator
 
 from bot.settings import ROOT
 from tests.fakes.tcp_proxy import _free_port
+from tests.stack import wait_http
 from tests.fakes.twilio_server import FakeTwilio
 
 SID, TOKEN, SMS_FROM = "AC" + "b" * 32, "bench-auth-token", "+15005550006"
@@ -82,17 +82,15 @@ def start_sila(workdir: Path, fake: FakeTwilio, database_url: str | None,
     sila = [sys.executable, "-m", "bot.cli"]
     subprocess.run([*sila, "migrate"], env=env, cwd=ROOT, check=True, capture_output=True)
     subprocess.run([*sila, "seed", "demo"], env=env, cwd=ROOT, check=True, capture_output=True)
-    log = open(workdir / "sila.log", "wb")
-    proc = subprocess.Popen([*sila, "serve"], env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    with open(workdir / "sila.log", "wb") as log:  # the child keeps its own descriptor
+        proc = subprocess.Popen([*sila, "serve"], env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
-    for _ in range(120):
-        try:
-            with urllib.request.urlopen(base + "/healthz", timeout=2):
-                return proc, base
-        except OSError:
-            time.sleep(0.5)
-    proc.terminate()
-    raise RuntimeError((workdir / "sila.log").read_text()[-3000:])
+    try:
+        wait_http(base + "/healthz", proc, workdir / "sila.log", 60)
+    except RuntimeError:
+        proc.terminate()
+        raise
+    return proc, base
 
 
 async def load(base: str, total: int, clients: int, first: int = 0) -> tuple[list[float], float, dict[int, int]]:

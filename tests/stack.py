@@ -19,7 +19,7 @@ from tests.fakes.tcp_proxy import SwitchableProxy, _free_port
 MODEL = ROOT / "models" / "sila.tar.gz"
 
 
-def _wait_http(url: str, proc: subprocess.Popen, log: Path, seconds: float) -> None:
+def wait_http(url: str, proc: subprocess.Popen, log: Path, seconds: float) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -67,8 +67,8 @@ class Stack:
         stack._spawn("rasa", [str(ROOT / ".venv-rasa/bin/python"), "-m", "rasa", "run", "--enable-api",
                               "-i", "127.0.0.1", "-p", str(rasa_port), "-m", str(MODEL), "--endpoints",
                               str(endpoints), "--credentials", str(ROOT / "credentials.yml")], env)
-        _wait_http(f"{stack.base_url}/healthz", stack.processes[0], workdir / "sila.log", 60)
-        _wait_http(f"http://127.0.0.1:{rasa_port}/status", stack.processes[1], workdir / "rasa.log", 240)
+        wait_http(f"{stack.base_url}/healthz", stack.processes[0], workdir / "sila.log", 60)
+        wait_http(f"http://127.0.0.1:{rasa_port}/status", stack.processes[1], workdir / "rasa.log", 240)
         return stack
 
     def _spawn(self, name: str, command: list[str], env: dict) -> None:

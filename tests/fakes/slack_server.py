@@ -3,23 +3,23 @@ answering Slack's `{"ok": true, …}` / `{"ok": false, "error": …}` bodies (HT
 Slack does), recording every request, and failing on demand."""
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
 import itertools
 import json
-import threading
 import time
 from dataclasses import dataclass, field
 
 from aiohttp import web
+
+from tests.fakes.http_server import LocalHttpServer
 
 CHANNEL_ID = "C0SILASTAFF"
 BOT = {"user_id": "U0SILABOT", "bot_id": "B0SILABOT", "team_id": "T0SILA", "team": "Sila Hospital"}
 
 
 @dataclass
-class FakeSlack:
+class FakeSlack(LocalHttpServer):
     token: str
     channels: dict[str, str] = field(default_factory=lambda: {"#patient-handoffs": CHANNEL_ID})
     requests: list[dict] = field(default_factory=list)
@@ -28,8 +28,6 @@ class FakeSlack:
 
     def __post_init__(self):
         self._ts = itertools.count(100)
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
         self._runner: web.AppRunner | None = None
 
     @property
@@ -48,31 +46,6 @@ class FakeSlack:
         app = web.Application()
         app.router.add_post("/api/{method}", self._handle)
         return app
-
-    # Inside the test's own loop (unit tests)…
-    async def start(self) -> "FakeSlack":
-        self._runner = web.AppRunner(self.app())
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
-        self.port = self._runner.addresses[0][1]
-        return self
-
-    async def close(self) -> None:
-        await self._runner.cleanup()
-
-    # …or in a thread with its own loop, for a hub running as a subprocess (end-to-end tests).
-    def start_in_thread(self) -> "FakeSlack":
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
-        self._thread.start()
-        asyncio.run_coroutine_threadsafe(self.start(), self._loop).result(10)
-        return self
-
-    def stop_thread(self) -> None:
-        asyncio.run_coroutine_threadsafe(self.close(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout=10)
-        self._loop.close()
 
     async def _handle(self, request: web.Request) -> web.Response:
         method = request.match_info["method"]

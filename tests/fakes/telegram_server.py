@@ -6,11 +6,12 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-import threading
 import time
 from dataclasses import dataclass, field
 
 from aiohttp import web
+
+from tests.fakes.http_server import LocalHttpServer
 
 BOT_USER = {"id": 7000000001, "is_bot": True, "first_name": "Sila", "username": "sila_hospital_bot",
             "can_join_groups": False, "can_read_all_group_messages": False, "supports_inline_queries": False}
@@ -27,7 +28,7 @@ class Failure:
 
 
 @dataclass
-class FakeTelegram:
+class FakeTelegram(LocalHttpServer):
     token: str
     requests: list[dict] = field(default_factory=list)
     failures: dict[str, list[Failure]] = field(default_factory=dict)
@@ -35,8 +36,6 @@ class FakeTelegram:
 
     def __post_init__(self):
         self._ids = itertools.count(1)
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
         self._runner: web.AppRunner | None = None
 
     @property
@@ -62,31 +61,6 @@ class FakeTelegram:
         app = web.Application()
         app.router.add_route("*", "/bot{token}/{method}", self._handle)
         return app
-
-    # Inside the test's own loop (unit tests)…
-    async def start(self) -> "FakeTelegram":
-        self._runner = web.AppRunner(self.app())
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
-        self.port = self._runner.addresses[0][1]
-        return self
-
-    async def close(self) -> None:
-        await self._runner.cleanup()
-
-    # …or in a thread with its own loop, for a hub running as a subprocess (end-to-end tests).
-    def start_in_thread(self) -> "FakeTelegram":
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
-        self._thread.start()
-        asyncio.run_coroutine_threadsafe(self.start(), self._loop).result(10)
-        return self
-
-    def stop_thread(self) -> None:
-        asyncio.run_coroutine_threadsafe(self.close(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout=10)
-        self._loop.close()
 
     async def _handle(self, request: web.Request) -> web.Response:
         method = request.match_info["method"]
