@@ -25,6 +25,10 @@ from channels.base import ChannelAdapter
 from crm_store.content import load_hospital
 from crm_store.db import create_engine, sessionmaker
 from crm_store.models import Department
+from ehr.api import setup_fhir_api
+from ehr.client import BearerToken, FhirClient
+from ehr.smart import SmartBackendAuth
+from ehr.sync import EhrSync
 from inbox.views import setup_console
 
 log = logging.getLogger(__name__)
@@ -42,6 +46,8 @@ class Hub:
         self.http: aiohttp.ClientSession | None = None
         self.outbox: Outbox | None = None
         self.router: Router | None = None
+        self.ehr_sync: EhrSync | None = None
+        self._ehr_key = Path(settings.ehr_private_key_file).read_text() if settings.ehr_private_key_file else ""
 
     async def open(self) -> None:
         if self.settings.redis_url:
@@ -51,14 +57,24 @@ class Hub:
         self.sessions = sessionmaker(self.engine)
         self.http = aiohttp.ClientSession()
         self.outbox = Outbox(self.sessions, self.adapters)
+        hospital = load_hospital(self.settings.hospital_file)["hospital"]
         rasa = RasaClient(self.settings.rasa_url, self.settings.rasa_timeout, self.http)
         self.router = Router(
             self.sessions, rasa, self.outbox, self.events, self.settings.default_language,
             keyword_channels=frozenset(n for n, a in self.adapters.items() if a.honours_keywords),
-            hospital=load_hospital(self.settings.hospital_file)["hospital"])
+            hospital=hospital)
         actions.common.configure(self.sessions, self.settings, self.events)
+        self.ehr_sync = EhrSync(self.sessions, self._ehr_client(), hospital)
         for adapter in self.adapters.values():
             await adapter.start()
+
+    def _ehr_client(self) -> FhirClient | None:
+        s = self.settings
+        if not s.ehr_fhir_url:
+            return None
+        auth = (SmartBackendAuth(s.ehr_token_url, s.ehr_client_id, self._ehr_key, s.ehr_key_id, s.ehr_scope)
+                if s.ehr_token_url else BearerToken(s.ehr_token) if s.ehr_token else None)
+        return FhirClient(s.ehr_fhir_url, self.http, auth=auth, timeout=s.ehr_timeout)
 
     async def close(self) -> None:
         for adapter in self.adapters.values():
@@ -102,7 +118,8 @@ def create_app(settings: Settings, channels: tuple[str, ...] | None = None) -> w
     async def hub_ctx(app: web.Application):
         await hub.open()
         tasks = [asyncio.create_task(hub.outbox.run()),
-                 asyncio.create_task(hub.router.run_replayer(settings.replay_interval))]
+                 asyncio.create_task(hub.router.run_replayer(settings.replay_interval)),
+                 asyncio.create_task(hub.ehr_sync.run())]
         yield
         for task in tasks:
             task.cancel()
@@ -115,4 +132,5 @@ def create_app(settings: Settings, channels: tuple[str, ...] | None = None) -> w
     app.router.add_get("/healthz", health)
     app.router.add_routes(action_routes())
     setup_console(app)
+    setup_fhir_api(app)
     return app

@@ -1,4 +1,4 @@
-"""The `sila` command: serve, migrate, seed, train and the NLU tools."""
+"""The `sila` command: serve, migrate, seed, staff users, train, the NLU tools, the EHR link."""
 from __future__ import annotations
 
 import argparse
@@ -38,29 +38,44 @@ def _migrate(args) -> int:
     return 0
 
 
-def _seed(args) -> int:
+def _on_store(work) -> object:
+    """Run `work(sessions)` against the configured CRM store and return what it returns."""
     from crm_store.db import create_engine, sessionmaker
-    from crm_store.seed import seed_hospital
 
-    async def run() -> dict:
-        settings = get_settings()
-        engine = create_engine(settings.database_url)
+    async def run():
+        engine = create_engine(get_settings().database_url)
         try:
-            async with sessionmaker(engine)() as session:
-                return await seed_hospital(session, settings.hospital_file)
+            return await work(sessionmaker(engine))
         finally:
             await engine.dispose()
 
-    result = asyncio.run(run())
+    return asyncio.run(run())
+
+
+def _seed(args) -> int:
+    from crm_store.seed import seed_hospital
+
+    from crm_store.content import load_hospital
+    from ehr import directory
+
+    async def run(sessions) -> dict:
+        settings = get_settings()
+        async with sessions() as session:
+            result = await seed_hospital(session, settings.hospital_file)
+        async with sessions() as session:
+            result["fhir"] = await directory.publish(session, load_hospital(settings.hospital_file)["hospital"])
+            await session.commit()
+        return result
+
+    result = _on_store(run)
     print(f"demo hospital: {result['departments']} departments, {result['practitioners']} practitioners, "
-          f"{result['slots_added']} new slots")
+          f"{result['slots_added']} new slots; {result['fhir']} FHIR directory resources written")
     return 0
 
 
 def _user_add(args) -> int:
     import getpass
 
-    from crm_store.db import create_engine, sessionmaker
     from crm_store.models import StaffRole, StaffUser
     from inbox.security import hash_password
 
@@ -69,19 +84,76 @@ def _user_add(args) -> int:
         print("a staff password needs at least 12 characters", file=sys.stderr)
         return 2
 
-    async def run() -> None:
-        engine = create_engine(get_settings().database_url)
-        try:
-            async with sessionmaker(engine)() as session:
-                session.add(StaffUser(username=args.username, display_name=args.name or args.username,
-                                      password_hash=hash_password(password), role=StaffRole(args.role),
-                                      language=args.language))
-                await session.commit()
-        finally:
-            await engine.dispose()
+    async def run(sessions) -> None:
+        async with sessions() as session:
+            session.add(StaffUser(username=args.username, display_name=args.name or args.username,
+                                  password_hash=hash_password(password), role=StaffRole(args.role),
+                                  language=args.language))
+            await session.commit()
 
-    asyncio.run(run())
+    _on_store(run)
     print(f"staff user {args.username} ({args.role}) added")
+    return 0
+
+
+def _ehr_import(args) -> int:
+    from pathlib import Path
+
+    from ehr.importer import BundleError, import_path
+
+    def progress(number, total, file, report):
+        print(f"[{number}/{total}] {file.name}: {report.resources} resources "
+              f"({report.created} new, {report.updated} updated, {report.unchanged} unchanged)", flush=True)
+
+    try:
+        report = _on_store(lambda sessions: import_path(sessions, Path(args.path), region=args.region,
+                                                        progress=progress))
+    except BundleError as exc:
+        print(f"import stopped: {exc}", file=sys.stderr)
+        return 2
+    kinds = ", ".join(f"{n} {k}" for k, n in sorted(report.by_type.items()))
+    print(f"imported {report.files} file(s), {report.resources} resources: {report.created} new, "
+          f"{report.updated} updated, {report.unchanged} unchanged; {len(set(report.patients))} patient(s)")
+    print(f"  {kinds}")
+    return 0
+
+
+def _ehr_status(args) -> int:
+    from ehr import sync
+
+    async def run(sessions):
+        async with sessions() as session:
+            return await sync.status(session)
+
+    state = _on_store(run)
+    print(f"EHR writes: {state.pending} pending, {state.failed} failed, {state.done} done")
+    if state.oldest_pending:
+        print(f"  oldest pending since {state.oldest_pending.isoformat(timespec='seconds')}")
+    if state.last_error:
+        print(f"  last error: {state.last_error}")
+    return 1 if state.failed else 0
+
+
+def _ehr_retry(args) -> int:
+    from ehr.sync import EhrSync
+
+    count = _on_store(lambda sessions: EhrSync(sessions, None, {}).retry_failed())
+    print(f"{count} failed EHR write(s) queued again")
+    return 0
+
+
+def _fhir_client_add(args) -> int:
+    from ehr.api_clients import add_client
+
+    async def run(sessions):
+        async with sessions() as session:
+            token = await add_client(session, args.name, args.scope)
+            await session.commit()
+            return token
+
+    token = _on_store(run)
+    print(f"FHIR API client {args.name} ({' '.join(args.scope)}); its bearer token, shown once:")
+    print(token)
     return 0
 
 
@@ -155,6 +227,21 @@ def main(argv: list[str] | None = None) -> int:
     nlu_test.add_argument("paths", nargs="*", default=["nlu_data/test"])
     nlu_test.add_argument("--json", action="store_true", help="one JSON report instead of tables")
     nlu_test.set_defaults(func=_nlu_test)
+    ehr = commands.add_parser("ehr", help="the link to the hospital's EHR").add_subparsers(
+        dest="ehr_command", required=True)
+    ehr_import = ehr.add_parser("import", help="import FHIR bundles (a file or a folder of them)")
+    ehr_import.add_argument("path")
+    ehr_import.add_argument("--region", default="SA", help="country of national-format phone numbers")
+    ehr_import.set_defaults(func=_ehr_import)
+    ehr.add_parser("status", help="EHR writes pending and failed").set_defaults(func=_ehr_status)
+    ehr.add_parser("retry", help="queue failed EHR writes again").set_defaults(func=_ehr_retry)
+    fhir = commands.add_parser("fhir", help="Sila's own FHIR API").add_subparsers(dest="fhir_command", required=True)
+    fhir_client = fhir.add_parser("client", help="API clients").add_subparsers(dest="client_command", required=True)
+    client_add = fhir_client.add_parser("add", help="add a client and print its bearer token")
+    client_add.add_argument("name")
+    client_add.add_argument("--scope", action="append", required=True,
+                            help="SMART scope, e.g. system/*.read or system/Appointment.write (repeatable)")
+    client_add.set_defaults(func=_fhir_client_add)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     return args.func(args)

@@ -12,6 +12,7 @@ from sqlalchemy.orm import selectinload
 
 from channels.base import ChannelAdapter, ChannelError, OutboundMessage
 from bot import consent
+from crm_store import changes
 from crm_store.models import ConsentPurpose, ConsentStatus, Conversation, Message, utcnow
 
 log = logging.getLogger(__name__)
@@ -104,6 +105,7 @@ class Outbox:
                 update(Message).where(Message.id == message.id, Message.status == "sending")
                 .values(status=receipt.status, error=None,
                         provider_message_id=receipt.provider_message_id or message.provider_message_id))
+            changes.queue(session, "Communication", message.id)
             await session.commit()
 
     async def run(self, interval: float = 2.0) -> None:

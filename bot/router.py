@@ -37,6 +37,8 @@ from crm_store.models import (
 )
 
 log = logging.getLogger(__name__)
+# Channels whose address is the patient's phone number in E.164.
+PHONE_CHANNELS = frozenset({"sms", "whatsapp", "voice"})
 HUMAN_OWNED = (ConversationStatus.pending_human, ConversationStatus.human)
 
 
@@ -87,9 +89,12 @@ class Router:
             select(ChannelIdentity).where(ChannelIdentity.channel == channel, ChannelIdentity.address == address)
         )
         if identity is None:
-            patient = Patient(preferred_language=language or self.default_language)
-            session.add(patient)
-            await session.flush()
+            patient = await self._known_by_phone(session, channel, address)
+            if patient is None:
+                patient = Patient(preferred_language=language or self.default_language, phone=
+                                  address if channel in PHONE_CHANNELS else None)
+                session.add(patient)
+                await session.flush()
             identity = ChannelIdentity(patient_id=patient.id, channel=channel, address=address)
             session.add(identity)
             # Writing to us is consent to be answered on the same channel (transactional only).
@@ -111,6 +116,13 @@ class Router:
             session.add(JourneyEvent(patient_id=identity.patient_id, kind="conversation_started",
                                      reference=str(conversation.id), data={"channel": channel}))
         return identity, conversation
+
+    @staticmethod
+    async def _known_by_phone(session: AsyncSession, channel: str, address: str) -> Patient | None:
+        """A patient the hospital already knows (imported from the EHR, say) writing from their phone."""
+        if channel not in PHONE_CHANNELS:
+            return None
+        return await session.scalar(select(Patient).where(Patient.phone == address).order_by(Patient.id).limit(1))
 
     async def receive(self, inbound: InboundMessage, *, wait: bool = True) -> Received:
         """Store the message exactly once, then let the bot answer it (or leave it for staff).

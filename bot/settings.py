@@ -60,6 +60,17 @@ class Settings(BaseSettings):
     slack_channel: str = ""
     slack_api_url: str = "https://slack.com/api/"
 
+    # The hospital's EHR (FHIR R4). Empty URL: no EHR, Sila's own FHIR store only. Authenticate
+    # with a static bearer token, or SMART backend services (client id + private key → JWT).
+    ehr_fhir_url: str = ""
+    ehr_token: str = ""
+    ehr_token_url: str = ""
+    ehr_client_id: str = ""
+    ehr_private_key_file: str = ""
+    ehr_key_id: str = ""
+    ehr_scope: str = "system/*.read system/*.write"
+    ehr_timeout: float = 10.0
+
     @property
     def channel_names(self) -> tuple[str, ...]:
         return tuple(name.strip() for name in self.channels.split(",") if name.strip())

@@ -12,6 +12,7 @@ from sqlalchemy import and_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
+from crm_store import changes
 from crm_store.models import (
     Appointment,
     AppointmentStatus,
@@ -84,6 +85,8 @@ async def _take(session: AsyncSession, slot_id: int, holder: str) -> bool:
         .where(Slot.id == slot_id, Slot.start_at > now, _available_to(holder, now))
         .values(status=SlotStatus.booked, held_by=None, held_until=None)
     )
+    if result.rowcount == 1:
+        changes.queue(session, "Slot", slot_id)
     return result.rowcount == 1
 
 
@@ -93,6 +96,7 @@ async def _free(session: AsyncSession, slot_id: int) -> None:
         .where(Slot.id == slot_id)
         .values(status=SlotStatus.free, held_by=None, held_until=None)
     )
+    changes.queue(session, "Slot", slot_id)
 
 
 def new_reference() -> str:

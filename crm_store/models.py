@@ -375,3 +375,91 @@ class SlackThread(Base):
     thread_ts: Mapped[str | None] = mapped_column(String(40))
     event_id: Mapped[str | None] = mapped_column(String(100), unique=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class FhirResource(Base):
+    """Sila's FHIR R4 store: what the EHR import brought (the clinical summary among it), what API
+    clients wrote, and the FHIR view of Sila's own records (`crm_id` names the row it mirrors).
+
+    Search columns are extracted on write: the patient a resource is about, its main date, and its
+    identifiers (in `fhir_identifiers`). Every change bumps `version_id`; nothing is ever deleted,
+    only marked so."""
+
+    __tablename__ = "fhir_resources"
+    __table_args__ = (
+        UniqueConstraint("resource_type", "resource_id", name="uq_fhir_resources_type_id"),
+        UniqueConstraint("resource_type", "crm_id", name="uq_fhir_resources_type_crm"),
+        Index("ix_fhir_resources_patient", "resource_type", "patient_ref"),
+        Index("ix_fhir_resources_date", "resource_type", "date"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    resource_type: Mapped[str] = mapped_column(String(40))
+    resource_id: Mapped[str] = mapped_column(String(64))
+    version_id: Mapped[int] = mapped_column(Integer, default=1)
+    last_updated: Mapped[datetime] = mapped_column(default=utcnow)
+    # "Patient/<id>" of the patient this resource is about (the Patient itself for a Patient).
+    patient_ref: Mapped[str | None] = mapped_column(String(100))
+    date: Mapped[datetime | None] = mapped_column()
+    crm_id: Mapped[int | None] = mapped_column(Integer)
+    deleted: Mapped[bool] = mapped_column(Boolean, default=False)
+    content: Mapped[dict] = mapped_column(JSON)
+
+
+class FhirIdentifier(Base):
+    __tablename__ = "fhir_identifiers"
+    __table_args__ = (Index("ix_fhir_identifiers_lookup", "resource_type", "value", "system"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    resource_pk: Mapped[int] = mapped_column(ForeignKey("fhir_resources.id", ondelete="CASCADE"), index=True)
+    resource_type: Mapped[str] = mapped_column(String(40))
+    system: Mapped[str] = mapped_column(String(255), default="")
+    value: Mapped[str] = mapped_column(String(255))
+
+
+class FhirClient(Base):
+    """A client of Sila's FHIR API: a bearer token (only its hash is kept) and SMART scopes."""
+
+    __tablename__ = "fhir_clients"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    scopes: Mapped[list] = mapped_column(JSON, default=list)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class EhrOutbox(Base):
+    """Writes owed to the hospital's EHR, queued in the transaction that made them necessary.
+
+    `kind` is the FHIR resource type, `crm_id` the Sila row to map when the write is attempted
+    (so a retry sends the row as it is then, not as it was when queued)."""
+
+    __tablename__ = "ehr_outbox"
+    __table_args__ = (Index("ix_ehr_outbox_due", "status", "next_attempt_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(String(40))
+    crm_id: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(10), default="pending")  # pending | done | failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class EhrLink(Base):
+    """Which EHR resource (id and last version the EHR returned) a Sila row was written as."""
+
+    __tablename__ = "ehr_links"
+    __table_args__ = (UniqueConstraint("resource_type", "crm_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    resource_type: Mapped[str] = mapped_column(String(40))
+    crm_id: Mapped[int] = mapped_column(Integer)
+    ehr_id: Mapped[str] = mapped_column(String(64))
+    ehr_version: Mapped[str | None] = mapped_column(String(64))
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+

@@ -42,15 +42,24 @@ class Stack:
     rasa_port: int
     proxy: SwitchableProxy
     processes: list[subprocess.Popen] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+
+    def sila(self, *args: str) -> subprocess.CompletedProcess:
+        """Run a `sila` command against this stack's store, as an operator would."""
+        return subprocess.run([sys.executable, "-m", "bot.cli", *args], env=self.env, cwd=ROOT,
+                              capture_output=True, text=True, check=True)
 
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.sila_port}"
 
     @classmethod
-    def start(cls, workdir: Path, env: dict[str, str] | None = None) -> "Stack":
-        """Start Sila and Rasa; `env` adds settings (SILA_CHANNELS, a fake provider's URL…)."""
-        if not MODEL.exists():
+    def start(cls, workdir: Path, env: dict[str, str] | None = None, *, rasa: bool = True,
+              before_serve=None) -> "Stack":
+        """Start Sila and Rasa; `env` adds settings (SILA_CHANNELS, a fake provider's URL…).
+        Without `rasa`, Sila alone (as a hospital EHR, say); `before_serve(sila_command, env)` runs
+        once the store is migrated and seeded, before Sila starts."""
+        if rasa and not MODEL.exists():
             raise RuntimeError("no trained model: `make test` trains it first (make install)")
         database_url = f"sqlite+aiosqlite:///{workdir}/sila.db"
         sila_port, rasa_port = _free_port(), _free_port()
@@ -61,9 +70,15 @@ class Stack:
         sila = [sys.executable, "-m", "bot.cli"]
         subprocess.run([*sila, "migrate"], env=env, cwd=ROOT, check=True, capture_output=True)
         subprocess.run([*sila, "seed", "demo"], env=env, cwd=ROOT, check=True, capture_output=True)
+        if before_serve:
+            before_serve(sila, env)
+        stack.env = env
         endpoints = workdir / "endpoints.yml"
         endpoints.write_text(f'action_endpoint:\n  url: "http://127.0.0.1:{sila_port}/actions/webhook"\n')
         stack._spawn("sila", [*sila, "serve"], env)
+        if not rasa:
+            wait_http(f"{stack.base_url}/healthz", stack.processes[0], workdir / "sila.log", 60)
+            return stack
         stack._spawn("rasa", [str(ROOT / ".venv-rasa/bin/python"), "-m", "rasa", "run", "--enable-api",
                               "-i", "127.0.0.1", "-p", str(rasa_port), "-m", str(MODEL), "--endpoints",
                               str(endpoints), "--credentials", str(ROOT / "credentials.yml")], env)

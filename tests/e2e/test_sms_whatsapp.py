@@ -5,34 +5,25 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-import uuid
 
-import aiohttp
 import pytest
 from sqlalchemy import select
-from twilio.request_validator import RequestValidator
 
 from crm_store.db import create_engine, sessionmaker
 from crm_store.models import Appointment, AppointmentStatus, ChannelIdentity, Conversation, Message, Patient
+from tests.e2e.phone import PUBLIC, REFERENCE, SID, TOKEN, Phone, options, twilio_env
 from tests.fakes.twilio_server import FakeTwilio
 from tests.stack import Stack
 
 pytestmark = pytest.mark.rasa
-SID, TOKEN = "AC" + "e" * 32, "e2e-auth-token"
-PUBLIC = "https://sila.example"  # Sila sits behind a proxy; Twilio signs the public URL
-SMS_FROM, WA_FROM = "+15005550006", "whatsapp:+14155238886"
-REFERENCE = re.compile(r"SL-[A-Z0-9]{6}")
-OPTION = re.compile(r"^(\d+)\. (.+)$", re.M)
+
 
 
 @pytest.fixture(scope="module")
 def twilio(tmp_path_factory):
     """The fake Twilio and a Stack serving SMS and WhatsApp through it."""
     fake = FakeTwilio(SID, TOKEN).start()
-    stack = Stack.start(tmp_path_factory.mktemp("twilio-stack"), env={
-        "SILA_CHANNELS": "webchat,sms,whatsapp", "SILA_PUBLIC_URL": PUBLIC,
-        "SILA_TWILIO_ACCOUNT_SID": SID, "SILA_TWILIO_AUTH_TOKEN": TOKEN, "SILA_TWILIO_API_URL": fake.url,
-        "SILA_TWILIO_SMS_FROM": SMS_FROM, "SILA_TWILIO_WHATSAPP_FROM": WA_FROM, "SILA_SMS_RATE": "10"})
+    stack = Stack.start(tmp_path_factory.mktemp("twilio-stack"), env=twilio_env(fake))
     fake.callback_target = stack.base_url  # status callbacks reach Sila the way Twilio's would
     yield stack, fake
     stack.stop()
@@ -44,49 +35,6 @@ async def store(twilio):
     engine = create_engine(twilio[0].database_url)
     yield sessionmaker(engine)
     await engine.dispose()
-
-
-class Phone:
-    """A patient's phone writing to the hospital's number (SMS) or WhatsApp sender."""
-
-    def __init__(self, stack: Stack, fake: FakeTwilio, store, channel: str, number: str):
-        self.stack, self.fake, self.store, self.number = stack, fake, store, number
-        self.address = ("whatsapp:" if channel == "whatsapp" else "") + number
-        self.to = WA_FROM if channel == "whatsapp" else SMS_FROM
-
-    async def say(self, text: str, timeout: float = 60) -> list[str]:
-        """Send one message through the signed webhook; the replies Twilio was asked to send."""
-        before = len(self.fake.sent_to(self.address))
-        sid = "SM" + uuid.uuid4().hex
-        params = {"MessageSid": sid, "SmsMessageSid": sid, "AccountSid": SID, "From": self.address,
-                  "To": self.to, "Body": text, "NumMedia": "0", "NumSegments": "1", "ApiVersion": "2010-04-01"}
-        path = "/webhooks/twilio/messages"
-        signature = RequestValidator(TOKEN).compute_signature(PUBLIC + path, params)
-        async with aiohttp.ClientSession() as http:
-            async with http.post(self.stack.base_url + path, data=params,
-                                 headers={"X-Twilio-Signature": signature}) as response:
-                assert response.status == 200 and response.content_type == "text/xml", await response.text()
-        await self._answered(sid, timeout)
-        return [m.get("Body") for m in self.fake.sent_to(self.address)[before:]]
-
-    async def _answered(self, sid: str, timeout: float) -> None:
-        """Wait until the bot has answered `sid` and the outbox has handed every reply to Twilio."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            async with self.store() as session:
-                message = await session.scalar(select(Message).where(Message.provider_message_id == sid))
-                pending = message is not None and await session.scalar(
-                    select(Message.id).where(Message.conversation_id == message.conversation_id,
-                                             Message.direction == "out",
-                                             Message.status.in_(("queued", "sending"))).limit(1))
-            if message is not None and message.status != "received" and not pending:
-                return
-            await asyncio.sleep(0.2)
-        raise AssertionError(f"no answer to {sid} within {timeout}s")
-
-
-def options(reply: str) -> list[str]:
-    return [title for _, title in OPTION.findall(reply)]
 
 
 def has_arabic(text: str) -> bool:

@@ -1,0 +1,243 @@
+"""`sila ehr import PATH`: FHIR bundles from the hospital's EHR into Sila.
+
+Every resource lands in Sila's FHIR store (the patient's clinical summary among them); each Patient
+also becomes, or updates, a CRM patient, so that a patient the EHR knows is recognised when they
+write from their phone. Importing the same bundle twice changes nothing.
+"""
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+import logging
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from crm_store.models import FhirResource, JourneyEvent, Patient
+from ehr import store
+from ehr.resources import patient as patient_map
+
+log = logging.getLogger(__name__)
+BUNDLE_TYPES = {"transaction", "batch", "collection", "searchset", "document", "message",
+                "transaction-response", "batch-response", "history"}
+# Stable ids for resources that come without any: the same content always gets the same id.
+CONTENT_NAMESPACE = uuid.UUID("6f1c1d43-4a51-4b7e-9a3e-5f1d3c2b9a10")
+
+
+class BundleError(ValueError):
+    """A file that is not a FHIR bundle or resource Sila can import; names the file and why."""
+
+
+@dataclass
+class ImportReport:
+    files: int = 0
+    resources: int = 0
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    patients: list[int] = field(default_factory=list)
+    by_type: dict[str, int] = field(default_factory=dict)
+
+    def add(self, other: "ImportReport") -> None:
+        self.files += other.files
+        self.resources += other.resources
+        self.created += other.created
+        self.updated += other.updated
+        self.unchanged += other.unchanged
+        self.patients += other.patients
+        for kind, count in other.by_type.items():
+            self.by_type[kind] = self.by_type.get(kind, 0) + count
+
+
+def bundle_files(path: Path) -> list[Path]:
+    if path.is_dir():
+        return sorted(p for p in path.rglob("*.json") if p.is_file())
+    if path.is_file():
+        return [path]
+    raise BundleError(f"{path}: no such file or folder")
+
+
+def _read(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_bytes())
+    except (OSError, ValueError) as exc:
+        raise BundleError(f"{path}: not readable JSON ({exc})") from None
+    if not isinstance(data, dict) or "resourceType" not in data:
+        raise BundleError(f"{path}: not a FHIR resource (no resourceType)")
+    return data
+
+
+def _entries(data: dict, source: str) -> list[dict]:
+    """The bundle's entries as {fullUrl, resource, request}; a lone resource is one entry."""
+    if data["resourceType"] != "Bundle":
+        return [{"resource": data}]
+    if data.get("type") not in BUNDLE_TYPES:
+        raise BundleError(f"{source}: bundle type {data.get('type')!r} cannot be imported")
+    entries = [e for e in data.get("entry") or [] if isinstance(e, dict) and isinstance(e.get("resource"), dict)]
+    # Deletions in a transaction have no resource to import.
+    return [e for e in entries if (e.get("request") or {}).get("method", "POST") != "DELETE"]
+
+
+def _identifier_query(query: str) -> tuple[str, str] | None:
+    """`identifier=system|value` (the only conditional form EHR exports use in practice)."""
+    for part in query.split("&"):
+        name, _, value = part.partition("=")
+        if name == "identifier" and value:
+            system, bar, code = value.partition("|")
+            return (system, code) if bar else ("", system)
+    return None
+
+
+def _identifiers(resource: dict) -> Iterable[tuple[str, str]]:
+    for ident in resource.get("identifier") or []:
+        if isinstance(ident, dict) and ident.get("value"):
+            yield ident.get("system") or "", ident["value"]
+
+
+class _Resolver:
+    """Gives each entry its id and turns the bundle's internal references into `Type/id`.
+
+    FHIR bundles point at each other's entries by fullUrl (`urn:uuid:…` in a transaction, an
+    absolute URL in a collection) or by a conditional reference (`Patient?identifier=s|v`); once
+    stored, they must be plain `Type/id` references that Sila's FHIR API can follow."""
+
+    def __init__(self, session: AsyncSession):
+        self.session = session
+        self.by_full_url: dict[str, str] = {}
+        self.by_identifier: dict[tuple[str, str, str], str] = {}
+
+    async def assign(self, entries: list[dict]) -> list[dict]:
+        resources = []
+        for entry in entries:
+            resource = copy.deepcopy(entry["resource"])
+            kind = resource["resourceType"]
+            resource_id = await self._id_for(entry, resource)
+            resource["id"] = resource_id
+            if full_url := entry.get("fullUrl"):
+                self.by_full_url[full_url] = f"{kind}/{resource_id}"
+            for system, value in _identifiers(resource):
+                self.by_identifier.setdefault((kind, system, value), resource_id)
+            resources.append(resource)
+        for resource in resources:
+            self._rewrite(resource)
+        return resources
+
+    async def _id_for(self, entry: dict, resource: dict) -> str:
+        kind = resource["resourceType"]
+        full_url = entry.get("fullUrl") or ""
+        request = entry.get("request") or {}
+        # An update in a transaction names the id it is for.
+        if request.get("method") == "PUT" and "?" not in request.get("url", ""):
+            return request["url"].rstrip("/").rsplit("/", 1)[-1]
+        # Conditional create or update: the resource the EHR would have matched, if Sila holds it.
+        query = request.get("ifNoneExist") or (request.get("url", "").partition("?")[2])
+        if match := _identifier_query(query):
+            if found := await self._stored_with(kind, *match):
+                return found
+        if full_url.startswith("urn:uuid:"):
+            return full_url[len("urn:uuid:"):]
+        if resource.get("id"):
+            return str(resource["id"])
+        if full_url.rstrip("/").rsplit("/", 2)[-2:-1] == [kind]:
+            return full_url.rstrip("/").rsplit("/", 1)[-1]
+        for system, value in _identifiers(resource):
+            if found := await self._stored_with(kind, system, value):
+                return found
+        canonical = json.dumps(resource, sort_keys=True, ensure_ascii=False)
+        return str(uuid.uuid5(CONTENT_NAMESPACE, canonical))
+
+    async def _stored_with(self, kind: str, system: str, value: str) -> str | None:
+        rows = await store.find_by_identifier(self.session, kind, system, value)
+        return rows[0].resource_id if len(rows) == 1 else None
+
+    def _rewrite(self, node: Any) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key == "reference" and isinstance(value, str):
+                    node[key] = self._target(value)
+                else:
+                    self._rewrite(value)
+        elif isinstance(node, list):
+            for item in node:
+                self._rewrite(item)
+
+    def _target(self, reference: str) -> str:
+        if reference in self.by_full_url:
+            return self.by_full_url[reference]
+        kind, question, query = reference.partition("?")
+        if question and (match := _identifier_query(query)):
+            if found := self.by_identifier.get((kind, *match)):
+                return f"{kind}/{found}"
+        return reference
+
+
+async def _upsert_crm_patient(session: AsyncSession, resource: dict, region: str) -> int:
+    fields = patient_map.from_fhir(resource, region=region)
+    existing = await session.scalar(select(FhirResource.crm_id).where(
+        FhirResource.resource_type == "Patient", FhirResource.resource_id == resource["id"]))
+    patient = await session.get(Patient, existing) if existing else None
+    for column in ("mrn", "national_id"):
+        if patient is None and fields.get(column):
+            patient = await session.scalar(select(Patient).where(getattr(Patient, column) == fields[column]))
+    if patient is None:
+        patient = Patient(**{k: v for k, v in fields.items() if v is not None})
+        session.add(patient)
+        await session.flush()
+        session.add(JourneyEvent(patient_id=patient.id, kind="imported_from_ehr", reference=resource["id"]))
+        return patient.id
+    for column, value in fields.items():
+        # The EHR is the record of truth for demographics; what it leaves empty Sila keeps.
+        if value is not None and getattr(patient, column) != value:
+            setattr(patient, column, value)
+    return patient.id
+
+
+async def import_bundle(session: AsyncSession, data: dict, *, source: str = "bundle",
+                        region: str = "SA") -> ImportReport:
+    """Import one bundle (or lone resource) in the caller's transaction."""
+    report = ImportReport(files=1)
+    resources = await _Resolver(session).assign(_entries(data, source))
+    items = []
+    for resource in resources:
+        crm_id = None
+        if resource["resourceType"] == "Patient":
+            crm_id = await _upsert_crm_patient(session, resource, region)
+            report.patients.append(crm_id)
+        items.append((resource, crm_id))
+    try:
+        results = await store.put_many(session, items)
+    except store.InvalidResource as exc:
+        raise BundleError(f"{source}: {exc}") from None
+    for (resource, _), (row, changed) in zip(items, results):
+        kind = resource["resourceType"]
+        report.resources += 1
+        report.by_type[kind] = report.by_type.get(kind, 0) + 1
+        if not changed:
+            report.unchanged += 1
+        elif row.version_id == 1:
+            report.created += 1
+        else:
+            report.updated += 1
+    return report
+
+
+async def import_path(sessions: async_sessionmaker, path: Path, *, region: str = "SA",
+                      progress=None) -> ImportReport:
+    """Import every bundle under `path`, one transaction per file: a bad file is reported and
+    leaves nothing half-imported, and the files before it stay imported."""
+    total = ImportReport()
+    files = bundle_files(path)
+    for number, file in enumerate(files, 1):
+        data = await asyncio.to_thread(_read, file)
+        async with sessions() as session:
+            report = await import_bundle(session, data, source=str(file), region=region)
+            await session.commit()
+        total.add(report)
+        if progress:
+            progress(number, len(files), file, report)
+    return total
