@@ -25,6 +25,7 @@ from channels.base import ChannelAdapter
 from crm_store.content import load_hospital
 from crm_store.db import create_engine, sessionmaker
 from crm_store.models import Department
+from ehr import slots as ehr_slots
 from ehr.api import setup_fhir_api
 from ehr.client import BearerToken, FhirClient
 from ehr.smart import SmartBackendAuth
@@ -120,6 +121,9 @@ def create_app(settings: Settings, channels: tuple[str, ...] | None = None) -> w
         tasks = [asyncio.create_task(hub.outbox.run()),
                  asyncio.create_task(hub.router.run_replayer(settings.replay_interval)),
                  asyncio.create_task(hub.ehr_sync.run())]
+        if hub.ehr_sync.client is not None:
+            tasks.append(asyncio.create_task(ehr_slots.run(hub.sessions, hub.ehr_sync.client,
+                                                           settings.ehr_slot_interval)))
         yield
         for task in tasks:
             task.cancel()

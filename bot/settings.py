@@ -70,6 +70,7 @@ class Settings(BaseSettings):
     ehr_key_id: str = ""
     ehr_scope: str = "system/*.read system/*.write"
     ehr_timeout: float = 10.0
+    ehr_slot_interval: float = 300.0  # seconds between reads of the EHR's free slots
 
     @property
     def channel_names(self) -> tuple[str, ...]:

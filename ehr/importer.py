@@ -10,7 +10,12 @@ import asyncio
 import copy
 import json
 import logging
+import multiprocessing
+import os
 import uuid
+from collections import deque
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
@@ -69,6 +74,18 @@ def _read(path: Path) -> dict:
         raise BundleError(f"{path}: not readable JSON ({exc})") from None
     if not isinstance(data, dict) or "resourceType" not in data:
         raise BundleError(f"{path}: not a FHIR resource (no resourceType)")
+    return data
+
+
+def load_validated(path: Path) -> dict:
+    """Read a bundle and validate every resource in it (run in a worker process: validation is
+    the CPU-heavy half of an import, and runs there while the database takes the previous file)."""
+    data = _read(path)
+    for entry in _entries(data, str(path)):
+        try:
+            store.validate(entry["resource"])
+        except store.InvalidResource as exc:
+            raise BundleError(f"{path}: {exc}") from None
     return data
 
 
@@ -198,8 +215,9 @@ async def _upsert_crm_patient(session: AsyncSession, resource: dict, region: str
 
 
 async def import_bundle(session: AsyncSession, data: dict, *, source: str = "bundle",
-                        region: str = "SA") -> ImportReport:
-    """Import one bundle (or lone resource) in the caller's transaction."""
+                        region: str = "SA", validated: bool = False) -> ImportReport:
+    """Import one bundle (or lone resource) in the caller's transaction (`validated`: every
+    resource in it already passed `store.validate`)."""
     report = ImportReport(files=1)
     resources = await _Resolver(session).assign(_entries(data, source))
     items = []
@@ -210,7 +228,7 @@ async def import_bundle(session: AsyncSession, data: dict, *, source: str = "bun
             report.patients.append(crm_id)
         items.append((resource, crm_id))
     try:
-        results = await store.put_many(session, items)
+        results = await store.put_many(session, items, validated=validated)
     except store.InvalidResource as exc:
         raise BundleError(f"{source}: {exc}") from None
     for (resource, _), (row, changed) in zip(items, results):
@@ -232,12 +250,31 @@ async def import_path(sessions: async_sessionmaker, path: Path, *, region: str =
     leaves nothing half-imported, and the files before it stay imported."""
     total = ImportReport()
     files = bundle_files(path)
-    for number, file in enumerate(files, 1):
-        data = await asyncio.to_thread(_read, file)
-        async with sessions() as session:
-            report = await import_bundle(session, data, source=str(file), region=region)
-            await session.commit()
-        total.add(report)
-        if progress:
-            progress(number, len(files), file, report)
+    loop = asyncio.get_running_loop()
+    with _validators(len(files)) as (pool, ahead):
+        pending = deque(loop.run_in_executor(pool, load_validated, file) for file in files[:ahead])
+        for number, file in enumerate(files, 1):
+            data = await pending.popleft()
+            if number + len(pending) < len(files):
+                pending.append(loop.run_in_executor(pool, load_validated, files[number + len(pending)]))
+            async with sessions() as session:
+                report = await import_bundle(session, data, source=str(file), region=region, validated=True)
+                await session.commit()
+            total.add(report)
+            if progress:
+                progress(number, len(files), file, report)
     return total
+
+
+@contextmanager
+def _validators(files: int):
+    """Worker processes that read and validate the next files while this one writes, when there
+    are enough files to repay starting them (else the default thread pool: off the event loop);
+    with how many files to keep in flight."""
+    workers = (os.cpu_count() or 1) - 1
+    if files < 4 or workers < 1:
+        yield None, 1
+        return
+    # forkserver: workers do not inherit this process's threads (aiosqlite's, the event loop's).
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("forkserver")) as pool:
+        yield pool, workers + 1

@@ -161,8 +161,9 @@ def _diagnostics(resource_type: str, exc: ValidationError) -> str:
     return "; ".join(problems) + (f"; and {more} more" if more > 0 else "")
 
 
-def _prepare(resource: dict, crm_id: int | None) -> _Prepared:
-    validate(resource)
+def _prepare(resource: dict, crm_id: int | None, validated: bool = False) -> _Prepared:
+    if not validated:
+        validate(resource)
     resource_id = resource.get("id")
     if not resource_id:
         raise InvalidResource(f"{resource['resourceType']}: the resource has no id")
@@ -273,9 +274,10 @@ async def put(session: AsyncSession, resource: dict, *, crm_id: int | None = Non
     return (await put_many(session, [(resource, crm_id)]))[0]
 
 
-async def put_many(session: AsyncSession,
-                   resources: Iterable[tuple[dict, int | None]]) -> list[tuple[FhirResource, bool]]:
-    """`put` for many resources with one lookup per type; all are validated before any is written."""
+async def put_many(session: AsyncSession, resources: Iterable[tuple[dict, int | None]], *,
+                   validated: bool = False) -> list[tuple[FhirResource, bool]]:
+    """`put` for many resources with one lookup per type; all are validated before any is written
+    (`validated`: the caller already did, with `validate`, e.g. in a worker process)."""
     items = list(resources)
     existing = await _existing(session, [_key(resource) for resource, _ in items])
     prepared = []
@@ -287,7 +289,7 @@ async def put_many(session: AsyncSession,
             prepared.append(_Prepared(resource=resource, body=_without_meta(resource), type=row.resource_type,
                                       id=row.resource_id, crm_id=crm_id, validated=False))
         else:
-            prepared.append(_prepare(resource, crm_id))
+            prepared.append(_prepare(resource, crm_id, validated))
     return await _store(session, prepared, existing)
 
 

@@ -36,6 +36,7 @@ from crm_store.models import (
     utcnow,
 )
 from crm_store.content import load_hospital
+from ehr.clinical import clinical_summary
 from inbox import security
 from inbox.security import CSRF, INBOX_ROLES, STAFF, audit, requires
 
@@ -52,6 +53,7 @@ STRINGS = {
            "waiting": "waiting", "sign_in": "Sign in", "sign_out": "Sign out", "username": "Username",
            "password": "Password", "bad_login": "Wrong username or password.",
            "locked": "Too many failed attempts. Try again in 15 minutes.", "profile": "Patient",
+           "clinical": "Clinical summary (from the EHR)",
            "appointments": "Appointments", "identities": "Channels and consent", "journey": "Journey",
            "empty": "No conversations here.", "audit": "Audit log", "assigned": "Assigned to",
            "note_label": "Internal note (never sent)", "over_target": "over target",
@@ -63,6 +65,7 @@ STRINGS = {
            "waiting": "انتظار", "sign_in": "تسجيل الدخول", "sign_out": "تسجيل الخروج", "username": "اسم المستخدم",
            "password": "كلمة المرور", "bad_login": "اسم المستخدم أو كلمة المرور غير صحيحة.",
            "locked": "محاولات كثيرة فاشلة. حاول بعد ١٥ دقيقة.", "profile": "المريض",
+           "clinical": "الملخص السريري (من السجل الطبي)",
            "appointments": "المواعيد", "identities": "القنوات والموافقات", "journey": "رحلة المريض",
            "empty": "لا توجد محادثات هنا.", "audit": "سجل التدقيق", "assigned": "مسندة إلى",
            "note_label": "ملاحظة داخلية (لا تُرسل)", "over_target": "تجاوز الهدف",
@@ -248,6 +251,7 @@ async def conversation_view(request: web.Request) -> web.Response:
         if request[STAFF].role in ASSIGNERS:
             staff = (await session.scalars(select(StaffUser).where(StaffUser.active, StaffUser.role.in_(INBOX_ROLES))
                                            .order_by(StaffUser.display_name))).all()
+        clinical = await clinical_summary(session, patient.id, request[STAFF].language)
         # Every staff read of a patient record is audited.
         audit(session, request, request[STAFF], "view_conversation", patient_id=patient.id,
               conversation_id=conversation.id)
@@ -259,6 +263,7 @@ async def conversation_view(request: web.Request) -> web.Response:
     return aiohttp_jinja2.render_template("console_conversation.html", request, _ctx(
         request, conversation=conversation, patient=patient, messages=messages, identities=identities,
         consents=latest_consent, appointments=appointments, journey=journey, staff=staff, departments=departments,
+        clinical=clinical,
         can_assign=request[STAFF].role in ASSIGNERS,
         canned=canned_replies(conversation.language, patient, request[STAFF], hospital)))
 

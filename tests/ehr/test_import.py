@@ -145,3 +145,17 @@ async def test_a_file_that_is_not_fhir_is_refused_with_its_name(sessions, tmp_pa
     async with sessions() as session:
         assert await session.scalar(select(func.count()).select_from(FhirIdentifier)) >= 2
     assert await _count(sessions, "Observation") == 0
+
+
+async def test_a_large_folder_is_validated_by_worker_processes_in_order(sessions, tmp_path):
+    for path in sorted(BUNDLES.glob("*.json")):
+        (tmp_path / f"1-{path.name}").write_text(path.read_text())
+    (tmp_path / "2-foreign.json").write_text(json.dumps(FOREIGN))
+    (tmp_path / "3-broken.json").write_text(json.dumps({"resourceType": "Bundle", "type": "collection", "entry": [
+        {"resource": {"resourceType": "Condition", "subject": {"reference": "Patient/p-1"}, "onsetDateTime": "soon"}}]}))
+    (tmp_path / "4-never-reached.json").write_text(json.dumps(FOREIGN))
+    done = []
+    with pytest.raises(BundleError, match="3-broken.json: Condition.onset"):
+        await import_path(sessions, tmp_path, progress=lambda n, total, file, report: done.append(file.name))
+    assert done == sorted(p.name for p in tmp_path.glob("[12]-*.json"))
+    assert await _count(sessions, "Patient") == 4

@@ -29,7 +29,7 @@ BASE_PATH = "/fhir/R4"
 TOKEN_PATH = "/auth/token"
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 FHIR_JSON = "application/fhir+json"
-SEARCH_PARAMS = {"_id", "identifier", "status", "patient", "_count"}
+SEARCH_PARAMS = {"_id", "identifier", "status", "patient", "schedule", "start", "_count"}
 
 
 @dataclass
@@ -438,6 +438,16 @@ def _matches_one(resource: dict, name: str, value: str) -> bool:
         refs = [resource.get("subject"), resource.get("patient")]
         refs += [p.get("actor") for p in resource.get("participant") or [] if isinstance(p, dict)]
         return any(isinstance(r, dict) and (r.get("reference") or "").endswith(wanted) for r in refs)
+    if name == "schedule":
+        return ((resource.get("schedule") or {}).get("reference") or "").endswith(value)
+    if name == "start":
+        prefix, moment = (value[:2], value[2:]) if value[:2] in ("ge", "gt", "le", "lt", "eq") else ("eq", value)
+        start, wanted = resource.get("start"), datetime.fromisoformat(moment.replace("Z", "+00:00"))
+        if not start:
+            return False
+        start = datetime.fromisoformat(start.replace("Z", "+00:00"))
+        return {"ge": start >= wanted, "gt": start > wanted, "le": start <= wanted, "lt": start < wanted,
+                "eq": start == wanted}[prefix]
     if name == "identifier":
         system, bar, code = value.rpartition("|")
         for identifier in resource.get("identifier") or []:
