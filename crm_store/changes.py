@@ -1,14 +1,14 @@
 """Which CRM rows owe a write to FHIR (Sila's own store and the hospital's EHR).
 
-A flush that creates or changes an appointment, or stores a message the patient sent or one that
-reached a final delivery state, queues an `ehr_outbox` row in the same transaction: the write to
+A flush that creates or changes an appointment, records a consent decision, or stores a message
+the patient sent or one that reached a final delivery state, queues an `ehr_outbox` row in the same transaction: the write to
 the EHR can then fail, wait and be retried, but never be forgotten."""
 from __future__ import annotations
 
 from sqlalchemy import event, insert, inspect
 from sqlalchemy.orm import Session
 
-from crm_store.models import Appointment, EhrOutbox, Message
+from crm_store.models import Appointment, Consent, EhrOutbox, Message
 
 # An outbound message is written to the EHR once its delivery is settled, not while it waits.
 UNSETTLED = frozenset({"queued", "sending"})
@@ -22,6 +22,8 @@ def _owed(obj, is_new: bool) -> tuple[str, int] | None:
     if isinstance(obj, Appointment):
         if is_new or any(inspect(obj).attrs[a].history.has_changes() for a in ("status", "slot_id")):
             return "Appointment", obj.id
+    elif isinstance(obj, Consent) and is_new:
+        return "Consent", obj.id
     elif isinstance(obj, Message) and not obj.private:
         if obj.direction == "in" and is_new:
             return "Communication", obj.id

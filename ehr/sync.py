@@ -20,6 +20,7 @@ from sqlalchemy.orm import selectinload
 
 from crm_store.models import (
     Appointment,
+    Consent,
     Conversation,
     EhrLink,
     EhrOutbox,
@@ -33,6 +34,7 @@ from ehr import directory, identifiers, store
 from ehr.client import EhrUnavailable, FhirClient, FhirError, PreconditionFailed, Unauthorized
 from ehr.resources import appointment as appointment_map
 from ehr.resources import communication as communication_map
+from ehr.resources import consent as consent_map
 from ehr.resources import patient as patient_map
 from ehr.resources import practitioner as practitioner_map
 
@@ -42,8 +44,9 @@ MAX_BACKOFF = 300.0
 # Refusals that no retry will change (a resource the EHR finds invalid) end as failed, visible
 # to staff; everything else (down, 5xx, 429, an expired credential) waits and is retried.
 PERMANENT = (400, 403, 404, 405, 409, 422)
-# Kept in Sila's own store only: the EHR is the source of its own slots (see ehr/slots.py).
-LOCAL_ONLY = frozenset({"Slot"})
+# Kept in Sila's own store only: the EHR owns its slots (see ehr/slots.py), and a messaging
+# consent is Sila's business (the issue asks the EHR for appointments, messages and surveys).
+LOCAL_ONLY = frozenset({"Slot", "Consent"})
 
 
 def _json(model) -> dict:
@@ -177,10 +180,26 @@ class EhrSync:
             return _json(communication_map.to_fhir(
                 message, conversation, patient_ref=await refs.patient(conversation.patient),
                 organization_ref=refs.organization(), hospital_code=self.hospital.get("code")))
+        if kind == "Consent":
+            return await self._consent(session, crm_id, refs)
         if kind == "Slot":
             slot = await session.scalar(select(Slot).where(Slot.id == crm_id).options(selectinload(Slot.practitioner)))
             return directory.slot_resource(slot) if slot else None
         raise ValueError(f"no FHIR mapping for outbox kind {kind!r}")
+
+    async def _consent(self, session: AsyncSession, crm_id: int, refs) -> dict | None:
+        consent = await session.get(Consent, crm_id)
+        if consent is None:
+            return None
+        patient_ref = await refs.patient(await session.get(Patient, consent.patient_id))
+        # The decision it replaces (same channel and purpose) is no longer in force.
+        earlier = await session.scalar(select(Consent).where(
+            Consent.patient_id == consent.patient_id, Consent.channel == consent.channel,
+            Consent.purpose == consent.purpose, Consent.id < consent.id).order_by(Consent.id.desc()).limit(1))
+        if earlier is not None and (row := await store.by_crm_id(session, "Consent", earlier.id)):
+            await store.put(session, _json(consent_map.to_fhir(
+                earlier, patient_ref=patient_ref, in_force=False, resource_id=row.resource_id)), crm_id=earlier.id)
+        return _json(consent_map.to_fhir(consent, patient_ref=patient_ref, organization_ref=refs.organization()))
 
     async def _claim(self, item_id: int) -> bool:
         async with self.sessions() as session:

@@ -10,12 +10,15 @@ import aiohttp
 import pytest
 from sqlalchemy import select, update
 
+from bot import consent
 from bot.settings import ROOT
 from crm_store import appointments, changes
 from crm_store.content import load_hospital
 from crm_store.models import (
     Appointment,
     ChannelIdentity,
+    ConsentPurpose,
+    ConsentStatus,
     Conversation,
     EhrOutbox,
     Message,
@@ -241,3 +244,22 @@ async def test_the_directory_is_served_from_sila_own_store(sessions):
                                                            Slot.end_at > utcnow()).limit(1))
     assert written > len(doctors) * 3 and again == 0
     assert free.total > 0 and slots is not None
+
+
+async def test_consent_decisions_are_kept_as_fhir_consents_in_sila_only(hub, ehr, sessions):
+    async with sessions() as session:
+        patient = await session.scalar(select(Patient).where(Patient.phone == "+15556058177"))
+        consent.record(session, patient.id, "sms", ConsentStatus.granted, source="portal",
+                       purposes=(ConsentPurpose.marketing,))
+        await session.commit()
+        consent.record(session, patient.id, "sms", ConsentStatus.revoked, source="keyword:STOP",
+                       purposes=(ConsentPurpose.marketing,))
+        await session.commit()
+    await hub.run_once()
+    async with sessions() as session:
+        stored = (await store.search(session, "Consent", {"patient": [f"Patient/{GAYLA}"]})).rows
+    by_status = {row.content["status"]: row.content for row in stored}
+    assert set(by_status) == {"active", "inactive"}
+    assert by_status["active"]["provision"]["type"] == "deny"  # the opt-out in force
+    assert by_status["inactive"]["provision"]["type"] == "permit"  # the opt-in it replaced
+    assert ehr.resources("Consent") == []
