@@ -231,3 +231,13 @@ def _list(value: Any) -> list:
 def listed(value: Any) -> Iterable[dict]:
     """The dict items of a FHIR list element (anything else in it is skipped)."""
     return (v for v in _list(value) if isinstance(v, dict))
+
+
+def hospital_contact(hospital: dict) -> tuple[list[dict], dict]:
+    """The hospital's telecom list and address (text in English with its Arabic translation)."""
+    telecom = [{"system": system, "value": hospital[key], "use": "work"}
+               for system, key in (("phone", "phone"), ("email", "email"), ("url", "maps_url")) if hospital.get(key)]
+    address = translated("text", hospital.get("address_en"), hospital.get("address_ar"))
+    if address and hospital.get("country"):
+        address["country"] = hospital["country"]
+    return telecom, address

@@ -6,18 +6,14 @@ from typing import Any
 from fhir.resources.R4B.location import Location as FhirLocation
 
 from ehr import identifiers
-from ehr.resources import as_dict, find_identifier, identifier, listed, reference, text_pair, translated
+from ehr.resources import as_dict, find_identifier, hospital_contact, identifier, listed, reference, text_pair, translated
 
 LOCATION_TYPE = "http://terminology.hl7.org/CodeSystem/v3-RoleCode"
 
 
 def to_fhir(hospital: dict, *, organization_ref: str | None = None, resource_id: str | None = None) -> FhirLocation:
     """Build the hospital's Location from `load_hospital(...)["hospital"]`, managed by its Organization."""
-    telecom = [{"system": system, "value": hospital[key], "use": "work"}
-               for system, key in (("phone", "phone"), ("email", "email"), ("url", "maps_url")) if hospital.get(key)]
-    address = translated("text", hospital.get("address_en"), hospital.get("address_ar"))
-    if address and hospital.get("country"):
-        address["country"] = hospital["country"]
+    telecom, address = hospital_contact(hospital)
     return FhirLocation.model_validate({
         "resourceType": "Location",
         **({"id": resource_id} if resource_id else {}),

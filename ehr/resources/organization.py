@@ -7,18 +7,15 @@ from fhir.resources.R4B.organization import Organization as FhirOrganization
 
 from crm_store.models import Department
 from ehr import identifiers
-from ehr.resources import as_dict, find_identifier, has_arabic, identifier, reference, text_pair, translated
+from ehr.resources import (as_dict, find_identifier, has_arabic, hospital_contact, identifier, reference, text_pair,
+                           translated)
 
 ORGANIZATION_TYPE = "http://terminology.hl7.org/CodeSystem/organization-type"
 
 
 def hospital_to_fhir(hospital: dict, *, resource_id: str | None = None) -> FhirOrganization:
     """Build the hospital's Organization from `load_hospital(...)["hospital"]`."""
-    telecom = [{"system": system, "value": hospital[key], "use": "work"}
-               for system, key in (("phone", "phone"), ("email", "email"), ("url", "maps_url")) if hospital.get(key)]
-    address = translated("text", hospital.get("address_en"), hospital.get("address_ar"))
-    if address and hospital.get("country"):
-        address["country"] = hospital["country"]
+    telecom, address = hospital_contact(hospital)
     return FhirOrganization.model_validate({
         "resourceType": "Organization",
         **({"id": resource_id} if resource_id else {}),
