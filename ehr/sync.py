@@ -41,9 +41,11 @@ from ehr.resources import practitioner as practitioner_map
 log = logging.getLogger(__name__)
 LEASE = timedelta(seconds=60)
 MAX_BACKOFF = 300.0
-# Refusals that no retry will change (a resource the EHR finds invalid) end as failed, visible
-# to staff; everything else (down, 5xx, 429, an expired credential) waits and is retried.
-PERMANENT = (400, 403, 404, 405, 409, 422)
+# Refusals that no retry will change end as failed, visible to staff: a resource the EHR finds
+# invalid, or a 412 (a conditional create matching several resources: the EHR holds duplicates a
+# person must merge; an update that lost the race twice). Everything else (down, 5xx, 429, an
+# expired credential) waits and is retried.
+PERMANENT = (400, 403, 404, 405, 409, 412, 422)
 # Kept in Sila's own store only: the EHR owns its slots (see ehr/slots.py), and a messaging
 # consent is Sila's business (the issue asks the EHR for appointments, messages and surveys).
 LOCAL_ONLY = frozenset({"Slot", "Consent"})
@@ -243,8 +245,7 @@ class EhrSync:
 
     async def _failed(self, item_id: int, exc: Exception) -> None:
         permanent = isinstance(exc, store.InvalidResource) or (
-            isinstance(exc, FhirError) and not isinstance(exc, (Unauthorized, PreconditionFailed))
-            and getattr(exc, "status", None) in PERMANENT)
+            isinstance(exc, FhirError) and not isinstance(exc, Unauthorized) and exc.status in PERMANENT)
         async with self.sessions() as session:
             item = await session.get(EhrOutbox, item_id)
             item.attempts += 1

@@ -263,3 +263,15 @@ async def test_consent_decisions_are_kept_as_fhir_consents_in_sila_only(hub, ehr
     assert by_status["active"]["provision"]["type"] == "deny"  # the opt-out in force
     assert by_status["inactive"]["provision"]["type"] == "permit"  # the opt-in it replaced
     assert ehr.resources("Consent") == []
+
+
+async def test_duplicates_in_the_ehr_stop_the_write_with_the_reason(hub, ehr, sessions):
+    await _book(sessions)
+    await hub.run_once()  # the doctor is known to the EHR now
+    ehr.fail_next(412, method="POST", diagnostics="Multiple resources match this search")
+    booked = await _book(sessions, slot_offset=1)
+    await hub.run_once()
+    async with sessions() as session:
+        state = await sync.status(session)
+    assert state.failed == 1 and "Multiple resources match" in state.last_error
+    assert _appointments(ehr, booked.reference) == []
