@@ -6,7 +6,7 @@ from typing import Any
 from rasa_sdk import Action, Tracker
 from rasa_sdk.events import ActiveLoop, SlotSet
 from rasa_sdk.forms import ValidationAction
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
 from actions import common
@@ -41,11 +41,13 @@ class ValidateSlotMappings(ValidationAction):
             entities = [{k: e.get(k) for k in ("entity", "value", "start", "end", "extractor")}
                         for e in latest.get("entities") or []]
             async with common.sessions()() as session:
-                await session.execute(
-                    update(Message).where(Message.id == int(meta["message_id"]))
-                    .values(intent=intent.get("name"), confidence=intent.get("confidence"), entities=entities)
-                )
-                await session.commit()
+                message = await session.get(Message, int(meta["message_id"]))
+                if message is not None:
+                    # The photos and voice notes the patient sent are kept beside what the NLU read.
+                    media = [e for e in message.entities or [] if "media" in e]
+                    message.intent, message.confidence = intent.get("name"), intent.get("confidence")
+                    message.entities = media + entities
+                    await session.commit()
         detected = meta.get("language") or latest.get("language")
         return {"language": detected} if detected in ("ar", "en") else {}
 
