@@ -5,7 +5,12 @@ Sila runs as its own process (`sila serve`, SQLite, SMS channel). The bot is eit
 stand-in for Rasa's REST channel (--bot instant: every message is answered and the reply sent to
 the fake Twilio, with no model time in the way) or unreachable (--bot down: one "reply will
 follow" per patient, the rest kept for replay). Prints figures; asserts nothing.
-Usage: python -m bench.webhooks [--requests 5000] [--clients 50] [--bot instant|down]
+
+Besides the webhooks' rate and response times it reports when the last reply reached the fake
+Twilio, and Sila's CPU time per webhook up to then (the whole pipeline: store, bot, outbox, and
+whatever EHR mirroring ran meanwhile); with --ehr it also waits for the EHR outbox to empty.
+On a shared machine the wall-clock figures depend on the neighbours; the CPU time does not.
+Usage: python -m bench.webhooks [--requests 5000] [--clients 50] [--bot instant|down] [--ehr]
        [--database-url postgresql+asyncpg://…]
 """
 from __future__ import annotations
@@ -24,9 +29,12 @@ from pathlib import Path
 
 import aiohttp
 from aiohttp import web
+from sqlalchemy import func, select
 from twilio.request_validator import RequestValidator
 
 from bot.settings import ROOT
+from crm_store.db import create_engine
+from crm_store.models import EhrOutbox
 from tests.fakes.tcp_proxy import _free_port
 from tests.stack import wait_http
 from tests.fakes.twilio_server import FakeTwilio
@@ -128,22 +136,51 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def wait_for(done, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while not done():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
+
+
+async def ehr_pending(database_url: str) -> int:
+    engine = create_engine(database_url)
+    try:
+        async with engine.connect() as conn:
+            return await conn.scalar(select(func.count(EhrOutbox.id)).where(EhrOutbox.status == "pending"))
+    finally:
+        await engine.dispose()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=5000)
     parser.add_argument("--clients", type=int, default=50)
     parser.add_argument("--bot", choices=["instant", "down"], default="instant")
+    parser.add_argument("--ehr", action="store_true", help="also wait until the EHR outbox is empty")
     parser.add_argument("--database-url", help="an empty PostgreSQL database (default: a new SQLite file)")
     args = parser.parse_args()
     fake = FakeTwilio(SID, TOKEN).start()
     bot = InstantBot().start() if args.bot == "instant" else None
+    warm_up = min(200, args.requests)
+    # --bot down: one "reply will follow" per patient (the warm-up told them all already).
+    replies = warm_up + args.requests if bot else args.clients
     with tempfile.TemporaryDirectory() as tmp:
-        proc, base = start_sila(Path(tmp), fake, args.database_url, bot)
+        database_url = args.database_url or f"sqlite+aiosqlite:///{tmp}/sila.db"
+        proc, base = start_sila(Path(tmp), fake, database_url, bot)
         try:
-            asyncio.run(load(base, min(200, args.requests), args.clients))  # warm-up: new patients, pools
+            asyncio.run(load(base, warm_up, args.clients))  # warm-up: new patients, pools
             cpu = cpu_seconds(proc.pid)
+            started = time.perf_counter()
             latencies, elapsed, statuses = asyncio.run(load(base, args.requests, args.clients, first=10**6))
-            cpu = cpu_seconds(proc.pid) - cpu
+            cpu_load = cpu_seconds(proc.pid) - cpu
+            all_replied = wait_for(lambda: len(fake.messages) >= replies, 300)
+            replied, cpu_replied = time.perf_counter() - started, cpu_seconds(proc.pid) - cpu
+            if args.ehr:
+                ehr_done = wait_for(lambda: asyncio.run(ehr_pending(database_url)) == 0, 1800)
+                mirrored, cpu_mirrored = time.perf_counter() - started, cpu_seconds(proc.pid) - cpu
         finally:
             proc.terminate()
             proc.wait(timeout=20)
@@ -152,14 +189,21 @@ def main() -> None:
                 bot.stop()
     ordered = sorted(latencies)
     p = lambda q: ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000  # noqa: E731
-    print(f"Twilio SMS webhooks, {len(latencies)} requests from {args.clients} concurrent clients on loopback "
-          f"(one Sila process, {(args.database_url or 'sqlite').split(':')[0]}, bot {args.bot}): {len(latencies) / elapsed:.0f} requests/s; response time "
+    n = len(latencies)
+    print(f"Twilio SMS webhooks, {n} requests from {args.clients} concurrent clients on loopback "
+          f"(one Sila process, {database_url.split(':')[0]}, bot {args.bot}): {n / elapsed:.0f} requests/s; response time "
           f"p50 {p(0.50):.1f} ms, p99 {p(0.99):.1f} ms, mean {statistics.mean(latencies) * 1000:.1f} ms, "
-          f"max {ordered[-1] * 1000:.0f} ms; statuses {statuses}; replies sent to the fake: {len(fake.messages)}")
-    # On a shared machine the wall-clock figures depend on the neighbours; Sila's own CPU does not.
-    print(f"Sila used {cpu:.1f} CPU-seconds: {cpu / len(latencies) * 1000:.1f} ms of CPU per webhook "
-          f"(at most {len(latencies) / cpu:.0f} requests/s per fully available core); "
-          f"machine load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+          f"max {ordered[-1] * 1000:.0f} ms; statuses {statuses}")
+    print(f"Replies: {len(fake.messages)} of {replies} at the fake Twilio"
+          f"{'' if all_replied else ' (gave up waiting)'}, the last {replied:.1f} s after the first webhook "
+          f"({n / replied:.0f} webhooks/s answered end to end)")
+    print(f"Sila's CPU per webhook: {cpu_load / n * 1000:.2f} ms while the webhooks came in, "
+          f"{cpu_replied / n * 1000:.2f} ms up to the last reply (at most {n / cpu_replied:.0f} webhooks/s "
+          f"answered per fully available core)")
+    if args.ehr:
+        print(f"EHR outbox {'empty' if ehr_done else 'still not empty'} {mirrored:.1f} s after the first webhook; "
+              f"CPU per webhook up to then {cpu_mirrored / n * 1000:.2f} ms")
+    print(f"Machine load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from bot.outbox import Outbox
 from bot.rasa_client import RasaClient
 from bot.router import Router
 from bot.settings import ROOT, Settings
+from campaigns.runtime import setup_campaigns
 from channels.registry import adapter_class
 from channels.base import ChannelAdapter
 from crm_store.content import load_hospital
@@ -31,6 +32,10 @@ from ehr.client import BearerToken, FhirClient
 from ehr.smart import SmartBackendAuth
 from ehr.sync import EhrSync
 from inbox.views import setup_console
+from nlu_admin.views import setup_nlu_admin
+from analytics.views import setup_analytics
+from portal.views import setup_portal
+from surveys.runtime import setup_surveys
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +88,7 @@ class Hub:
         if isinstance(self.events, RedisEventBus):
             await self.events.close()
         await self.http.close()
+        await self.router.close()
         await self.engine.dispose()
 
 
@@ -137,4 +143,9 @@ def create_app(settings: Settings, channels: tuple[str, ...] | None = None) -> w
     app.router.add_routes(action_routes())
     setup_console(app)
     setup_fhir_api(app)
+    setup_campaigns(app)
+    setup_nlu_admin(app)
+    setup_analytics(app)
+    setup_portal(app)
+    setup_surveys(app)
     return app

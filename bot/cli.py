@@ -242,6 +242,15 @@ def main(argv: list[str] | None = None) -> int:
     client_add.add_argument("--scope", action="append", required=True,
                             help="SMART scope, e.g. system/*.read or system/Appointment.write (repeatable)")
     client_add.set_defaults(func=_fhir_client_add)
+    # The patient portal (issue 8): guardian links.
+    from portal.cli import add_portal_commands
+    add_portal_commands(commands)
+    # Surveys (issue 7): list, load, send.
+    from surveys.cli import add_survey_commands
+    add_survey_commands(commands)
+    from campaigns.cli import register as register_campaigns  # `sila campaigns …` (issue 6)
+
+    register_campaigns(commands)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     return args.func(args)

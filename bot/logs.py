@@ -34,3 +34,5 @@ def configure_logging(level: str = "INFO") -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     logging.getLogger("rasa_sdk").setLevel(logging.WARNING)  # one line per registered action is noise
+    # The twilio library logs every request's headers and body at INFO: patient numbers and texts.
+    logging.getLogger("twilio").setLevel(logging.WARNING)

@@ -8,6 +8,7 @@ import re
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import partial
 
 from sqlalchemy import and_, func, or_, select
 from sqlalchemy.exc import IntegrityError
@@ -18,11 +19,14 @@ from bot.events import EventBus
 from bot.nlu.arabic import normalize
 from bot.nlu.choices import choice_index
 from bot.nlu.language import detect
-from bot.outbox import Outbox, queue_reply
+from bot.outbox import Outbox, queue_reply, reply_values
 from bot.rasa_client import RasaClient, RasaUnavailable
 from bot.texts import text
 from bot.triage import is_emergency
 from channels.base import InboundMessage
+from crm_store import answers
+from crm_store import inbound as plain_store
+from crm_store.group_commit import close_writer, writer
 from crm_store.models import (
     ChannelIdentity,
     Consent,
@@ -40,6 +44,17 @@ log = logging.getLogger(__name__)
 # Channels whose address is the patient's phone number in E.164.
 PHONE_CHANNELS = frozenset({"sms", "whatsapp", "voice"})
 HUMAN_OWNED = (ConversationStatus.pending_human, ConversationStatus.human)
+NUMBERED = re.compile(r"\s*\d{1,2}\s*[.)]?\s*")
+
+
+def written_in(seen: str, current: str) -> str:
+    """The language of what the patient saw (typed, or a tapped button's title)."""
+    # A tapped button sends its payload ("/affirm", "١"); the patient read its title.
+    return current if seen.startswith("/") else detect(seen, default=current)
+
+
+def _language_of(arrival: plain_store.Arrival, current: str) -> str:
+    return written_in(arrival.display or arrival.text, current)
 
 
 def message_event(message: Message) -> dict:
@@ -78,9 +93,19 @@ class Router:
         self.outbox = outbox
         self.events = events
         self.default_language = default_language
+        # Handlers that may answer a message before the bot, in the transaction that stores it
+        # (campaigns: the answer to an appointment reminder); each returns its queued replies.
+        # A handler may say which messages it leaves alone, so that those are stored on the fast
+        # path without it: `wants(text) -> bool` by their words, and/or `claims(conn, patient_ids)
+        # -> set[int]` (Core, in the storing transaction) by the patient's state.
+        self.pre_bot: list = []
         # One message at a time per conversation, so replies keep the patient's order.
         self._locks: defaultdict[int, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._background: set[asyncio.Task] = set()
+        self._store_work = partial(plain_store.store_batch, language_of=_language_of, claimed=self._claimed)
+
+    async def close(self) -> None:
+        await close_writer(self.sessions)
 
     async def identify(self, session: AsyncSession, channel: str, address: str,
                        language: str | None = None) -> tuple[ChannelIdentity, Conversation]:
@@ -141,7 +166,20 @@ class Router:
 
     async def store(self, inbound: InboundMessage) -> Received:
         """One transaction: find or create the patient, store the message, apply consent keywords.
-        A copy of the same webhook racing this one loses on a unique constraint and is a duplicate."""
+        A copy of the same webhook racing this one loses on a unique constraint and is a duplicate.
+
+        A plain message from a known address with an open conversation (most of them) is written
+        with Core statements in a transaction shared with the other webhooks of the moment; the
+        rest go through the ORM below."""
+        if (check := self._plain(inbound)) is not None:
+            media = [{"media": m} for m in inbound.media] or None
+            stored = await writer(self.sessions).run(self._store_work, plain_store.Arrival(
+                inbound.channel, inbound.sender, inbound.text, inbound.metadata.get("display"),
+                inbound.provider_message_id, media, check))
+            if stored is not None:
+                if not stored.duplicate:
+                    self._announce(stored)
+                return Received(stored.conversation_id, stored.id, stored.duplicate)
         for attempt in (1, 2):
             async with self.sessions() as session:
                 if existing := await self._stored(session, inbound):
@@ -158,11 +196,34 @@ class Router:
                     if attempt == 2:
                         raise
                     # A new sender's identity was created by the racing copy: look again.
-        self.events.publish(topic(message.conversation_id), message_event(message))
-        self.events.publish("console", {"type": "activity", "conversation_id": message.conversation_id})
+        self._announce(message)
         if replies:
             await self.outbox.deliver([r.id for r in replies])
         return Received(message.conversation_id, message.id)
+
+    def _announce(self, message) -> None:
+        self.events.publish(topic(message.conversation_id), message_event(message))
+        self.events.publish("console", {"type": "activity", "conversation_id": message.conversation_id})
+
+    def _plain(self, inbound: InboundMessage) -> bool | None:
+        """None when storing the message may need more than rows (a consent keyword, a number that
+        may answer options, words a pre-bot handler may want from anyone); otherwise whether the
+        handlers that may want it must be asked if they claim the patient."""
+        if inbound.channel in self.keyword_channels and consent.keyword(inbound.text) is not None:
+            return None
+        if not inbound.metadata.get("display") and NUMBERED.fullmatch(normalize(inbound.text)):
+            return None
+        check = False
+        for handler in self.pre_bot:
+            if (wants := getattr(handler, "wants", None)) is not None and not wants(inbound.text):
+                continue
+            if getattr(handler, "claims", None) is None:
+                return None
+            check = True
+        return check
+
+    def _claimed(self, conn, patient_ids: set[int]) -> set[int]:
+        return set().union(*(h.claims(conn, patient_ids) for h in self.pre_bot if hasattr(h, "claims")))
 
     @staticmethod
     async def _stored(session: AsyncSession, inbound: InboundMessage) -> Received | None:
@@ -176,13 +237,11 @@ class Router:
         """Answer every unanswered message of one conversation, oldest first; False when Rasa is
         unreachable (the rest wait, in order, for the replayer)."""
         async with self._locks[conversation_id]:
-            async with self.sessions() as session:
-                waiting = (await session.scalars(
-                    select(Message.id).where(Message.conversation_id == conversation_id, Message.direction == "in",
-                                             Message.status.in_(("received", "pending_bot")))
-                    .order_by(Message.id))).all()
-            for message_id in waiting:
-                if not await self._answer(message_id):
+            waiting = await writer(self.sessions).run(answers.waiting, conversation_id)
+            for n, turn in enumerate(waiting):
+                # The bot's actions may hand the conversation to a person: each later message is
+                # looked at again once the one before it is answered.
+                if not await self._answer(turn.id, turn if n == 0 else None):
                     await self._hold_for_replay(conversation_id)
                     return False
             return True
@@ -192,9 +251,7 @@ class Router:
         replies: list[Message] = []
         conversation = await session.get(Conversation, conversation.id)
         patient = await session.get(Patient, conversation.patient_id)
-        # A tapped button sends its payload ("/affirm", "١"); the patient read its title.
-        seen = inbound.metadata.get("display") or inbound.text
-        language = conversation.language if seen.startswith("/") else detect(seen, default=conversation.language)
+        language = written_in(inbound.metadata.get("display") or inbound.text, conversation.language)
         text_for_bot, display = await self._resolve_numbered_choice(session, conversation, inbound)
         message = Message(
             conversation_id=conversation.id, channel=inbound.channel, direction="in", sender="patient",
@@ -212,6 +269,9 @@ class Router:
                                  reference=inbound.provider_message_id, data={"channel": inbound.channel}))
         if inbound.channel in self.keyword_channels:
             replies = await self._consent_keyword(session, conversation, message)
+        for handler in self.pre_bot:
+            if message.status == "received":
+                replies += await handler(session, conversation, message)
         return message, replies
 
     @staticmethod
@@ -223,7 +283,7 @@ class Router:
         last = await session.scalar(
             select(Message).where(Message.conversation_id == conversation.id, Message.direction == "out")
             .order_by(Message.id.desc()).limit(1))
-        if last is not None and last.buttons and re.fullmatch(r"\s*\d{1,2}\s*[.)]?\s*", normalize(inbound.text)):
+        if last is not None and last.buttons and NUMBERED.fullmatch(normalize(inbound.text)):
             index = choice_index(inbound.text, len(last.buttons))
             if index is not None:
                 return last.buttons[index - 1]["payload"], inbound.text
@@ -254,37 +314,29 @@ class Router:
         await session.flush()
         return [queued]
 
-    async def _answer(self, message_id: int) -> bool:
-        """Ask the bot about one stored message; False when Rasa is unreachable (kept for replay)."""
-        async with self.sessions() as session:
-            message = await session.get(Message, message_id)
-            conversation = await session.get(Conversation, message.conversation_id)
-            if conversation.status in HUMAN_OWNED:
-                message.status = "routed_human"
-                await session.commit()
-                return True
-            metadata = {"message_id": message.id, "conversation_id": conversation.id,
-                        "patient_id": conversation.patient_id, "channel": message.channel,
-                        "language": message.language}
-            text_in, language = message.text, message.language
+    async def _answer(self, message_id: int, turn=None) -> bool:
+        """Ask the bot about one stored message; False when Rasa is unreachable (kept for replay).
+        Core statements, the writes group-committed (crm_store/answers.py): every webhook's
+        message comes through here."""
+        turn = turn or await writer(self.sessions).run(answers.turns, message_id)
+        if turn.conversation_status in HUMAN_OWNED:
+            await writer(self.sessions).run(answers.set_status, (message_id, "routed_human"))
+            return True
+        metadata = {"message_id": message_id, "conversation_id": turn.conversation_id,
+                    "patient_id": turn.patient_id, "channel": turn.channel, "language": turn.language}
+        text_in = turn.text
         if is_emergency(text_in):
             text_in = "/emergency"  # Rasa's own syntax for "this message has intent emergency"
         try:
-            replies = await self.rasa.converse(str(conversation.id), text_in, metadata)
+            replies = await self.rasa.converse(str(turn.conversation_id), text_in, metadata)
         except RasaUnavailable as exc:
-            log.warning("Rasa unavailable for conversation %s: %s", conversation.id, exc)
+            log.warning("Rasa unavailable for conversation %s: %s", turn.conversation_id, exc)
             return False
-        async with self.sessions() as session:
-            message = await session.get(Message, message_id)
-            conversation = await session.get(Conversation, message.conversation_id)
-            message.status = "answered"
-            queued = [
-                queue_reply(session, conversation, reply.get("text") or "", buttons=reply.get("buttons"),
-                            language=language)
-                for reply in replies if reply.get("text")
-            ]
-            await session.commit()
-        await self.outbox.deliver([m.id for m in queued])
+        rows = [reply_values(turn.conversation_id, turn.conversation_channel, turn.conversation_language,
+                             reply.get("text") or "", buttons=reply.get("buttons"), language=turn.language)
+                for reply in replies if reply.get("text")]
+        queued = await writer(self.sessions).run(answers.record, answers.Answer(message_id, rows))
+        await self.outbox.deliver(queued)
         return True
 
     async def _hold_for_replay(self, conversation_id: int) -> None:

@@ -72,6 +72,60 @@ class Settings(BaseSettings):
     ehr_timeout: float = 10.0
     ehr_slot_interval: float = 300.0  # seconds between reads of the EHR's free slots
 
+    # Campaigns and automations (campaigns/, issue 6). Quiet hours are local hours in the
+    # recipient's zone (from their phone number, else SILA_TIMEZONE); sends are deferred past them.
+    # The frequency cap counts marketing messages per patient over a rolling window of days.
+    campaigns_enabled: bool = True
+    campaign_quiet_start: int = 21
+    campaign_quiet_end: int = 8
+    campaign_frequency_cap: int = 3
+    campaign_frequency_days: int = 7
+    campaign_misfire_grace: float = 6 * 3600  # a start missed by more than this is not sent late
+    campaign_lease: float = 60.0  # a crashed worker's campaign is taken over after this
+    campaign_poll: float = 5.0  # how often each worker looks at the shared schedule
+    campaign_concurrency: int = 8  # messages in flight at once per campaign
+    automation_interval: float = 60.0
+
+    # Admins train the bot (nlu_admin/, issue 9). The training data and the models directory
+    # (models/sila.tar.gz is the active model Rasa loads at start); tests point both at copies.
+    # A new model is loaded into every Rasa server of SILA_RASA_MODEL_URLS (comma-separated;
+    # empty: SILA_RASA_URL) with PUT /model, which needs Rasa's --enable-api (and --auth-token
+    # = SILA_RASA_TOKEN when set); those servers must see the models directory at the same path.
+    nlu_data_dir: Path = ROOT / "nlu_data"
+    models_dir: Path = ROOT / "models"
+    rasa_model_urls: str = ""
+    rasa_token: str = ""
+    nlu_review_confidence: float = 0.6  # patient messages understood below this go to review
+    nlu_min_examples: int = 10  # fewer examples of an intent in one language is a warning
+    nlu_keep_models: int = 5  # trained models kept besides the active and the previous one
+    nlu_model_load_timeout: float = 300.0
+
+    # The patient portal at /portal (portal/, issue 8). A phone number typed without its country
+    # code is read in SILA_PORTAL_PHONE_REGION; idle portal sessions end after
+    # SILA_PORTAL_IDLE_MINUTES. Sign-in codes go by SMS, or WhatsApp when that is the patient's
+    # channel: outside WhatsApp's 24-hour window only an approved template may be sent
+    # (SILA_PORTAL_WHATSAPP_CODE_TEMPLATE, a ContentSid whose variable 1 is the code), else SMS.
+    portal_enabled: bool = True
+    portal_phone_region: str = "SA"
+    portal_idle_minutes: int = 15
+    portal_whatsapp_code_template: str = ""
+
+    # Surveys (surveys/, issue 7). An unfinished survey closes after SILA_SURVEY_EXPIRY_DAYS (a
+    # definition may set its own). Automatic surveys are named by code (empty: none): after a
+    # fulfilled visit (once its end is SILA_SURVEY_AFTER_VISIT_HOURS past, for up to
+    # SILA_SURVEY_LOOKBACK_DAYS) and after a conversation staff resolved; they skip a patient
+    # surveyed within SILA_SURVEY_COOLDOWN_DAYS. A patient back after SILA_SURVEY_BREAK_HOURS is
+    # welcomed back to the question. Definitions are loaded from SILA_SURVEY_DEFINITIONS_DIR.
+    survey_expiry_days: float = 3.0
+    survey_cooldown_days: float = 7.0
+    survey_after_visit: str = "post-visit-nps"
+    survey_after_visit_hours: float = 2.0
+    survey_lookback_days: float = 3.0
+    survey_after_chat: str = "post-chat-csat"
+    survey_break_hours: float = 12.0
+    survey_interval: float = 60.0  # seconds between the sweeps (expiry, visits)
+    survey_definitions_dir: Path = ROOT / "surveys" / "definitions"
+
     @property
     def channel_names(self) -> tuple[str, ...]:
         return tuple(name.strip() for name in self.channels.split(",") if name.strip())

@@ -17,7 +17,7 @@ import logging
 import re
 import secrets
 import ssl
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.parser import HeaderParser
@@ -289,6 +289,12 @@ class EmailAdapter(ChannelAdapter):
         return f"{self.public_url}{UNSUBSCRIBE_PATH}?token={self.unsubscribe_token(patient_id)}"
 
     # --- sending ---
+
+    def combine(self, messages: list[OutboundMessage]) -> OutboundMessage:
+        """The replies of one turn as one mail (the outbox batches them): a paragraph each, in
+        order, and the options of the last, so a patient is not sent three mails for one answer."""
+        text = "\n\n".join(m.text.strip() for m in messages if m.text.strip())
+        return replace(messages[0], text=text, buttons=messages[-1].buttons)
 
     async def deliver(self, message: OutboundMessage) -> ProviderReceipt:
         recipient = _address(message.recipient)

@@ -14,6 +14,7 @@ ADAPTERS = {
     "telegram": "channels.telegram:TelegramAdapter",
     "email": "channels.email:EmailAdapter",
     "slack": "channels.slack:SlackAdapter",
+    "portal": "channels.portal:PortalAdapter",
 }
 
 

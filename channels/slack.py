@@ -38,12 +38,16 @@ NOTICE = {
            "patient": "A patient", "reason": "Reason", "waiting": "Waiting", "minutes": "{n} min",
            "open": "Open in the console", "reply": "Reply in this thread to answer the patient.",
            "reasons": {"request_human": "asked for a person", "emergency": "possible emergency",
-                       "misunderstanding": "the bot did not understand", "refill": "prescription refill"}},
+                       "misunderstanding": "the bot did not understand", "refill": "prescription refill",
+                       "detractor": "unhappy after a visit (survey)",
+                       "low_satisfaction": "unhappy with a conversation (survey)"}},
     "ar": {"title": "{who} بانتظار موظف", "urgent": ":rotating_light: *عاجل* ",
            "patient": "مريض", "reason": "السبب", "waiting": "مدة الانتظار", "minutes": "{n} دقيقة",
            "open": "افتح المحادثة في لوحة الموظفين", "reply": "للرد على المريض اكتب في هذا الخيط.",
            "reasons": {"request_human": "طلب التحدث مع موظف", "emergency": "حالة طارئة محتملة",
-                       "misunderstanding": "لم يفهمه المساعد الآلي", "refill": "إعادة صرف وصفة"}},
+                       "misunderstanding": "لم يفهمه المساعد الآلي", "refill": "إعادة صرف وصفة",
+                       "detractor": "غير راضٍ بعد الزيارة (استبيان)",
+                       "low_satisfaction": "غير راضٍ عن المحادثة (استبيان)"}},
 }
 
 

@@ -20,7 +20,7 @@ import phonenumbers
 from aiohttp import web
 from sqlalchemy import select, update as sql_update
 from sqlalchemy.exc import IntegrityError
-from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, Update
+from telegram import Bot, ChatMember, InlineKeyboardButton, InlineKeyboardMarkup, Update
 from telegram.error import (
     BadRequest,
     ChatMigrated,
@@ -39,6 +39,7 @@ from bot.outbox import queue_reply
 from bot.router import Received
 from bot.texts import text as say
 from channels.base import ChannelAdapter, ChannelError, InboundMessage, OutboundMessage, ProviderReceipt
+from crm_store import changes
 from crm_store.models import (
     ChannelIdentity,
     Consent,
@@ -63,6 +64,13 @@ SECRET_FORMAT = re.compile(r"[A-Za-z0-9_-]{1,256}")
 # It expires, because a code copied from a screen must not tie a stranger's account for ever.
 LINK_DAYS = 7
 MAC_CHARS = 16  # 96 bits of HMAC-SHA256
+# A patient who blocks the bot makes Telegram answer every message with 403 "bot was blocked by
+# the user" until they unblock it; Telegram tells the bot both ways with a my_chat_member update.
+# Consent revoked from one of these sources means "blocked", not "said STOP".
+BLOCK_SOURCES = ("telegram:blocked", "provider:403")
+BLOCKED_ERROR = "blocked: the patient blocked the bot on Telegram"
+MEMBER_EVENTS = {ChatMember.BANNED: "telegram_blocked", ChatMember.MEMBER: "telegram_unblocked"}
+
 
 def _mac(secret: str, message: str) -> str:
     digest = hmac.new(secret.encode(), message.encode(), hashlib.sha256).digest()
@@ -145,6 +153,7 @@ class TelegramAdapter(ChannelAdapter):
     def __init__(self, hub, token: str, secret: str, api_url: str):
         self.hub = hub
         self.secret = secret
+        self._chat_locks = [asyncio.Lock() for _ in range(64)]
         request = HubRequest(hub)
         self.bot = Bot(token, base_url=f"{api_url.rstrip('/')}/bot", request=request, get_updates_request=request)
 
@@ -163,7 +172,7 @@ class TelegramAdapter(ChannelAdapter):
     async def set_webhook(self, url: str) -> bool:
         """Point Telegram at this hub; every update will carry the secret token."""
         return await self.bot.set_webhook(url, secret_token=self.secret,
-                                          allowed_updates=["message", "callback_query"])
+                                          allowed_updates=["message", "callback_query", "my_chat_member"])
 
     # Inbound
 
@@ -182,7 +191,9 @@ class TelegramAdapter(ChannelAdapter):
             await self._button(update)
         elif update.message is not None and update.message.chat.type == "private":
             await self._message(update)
-        # Anything else (edits, groups, member changes) is acknowledged, or Telegram resends it.
+        elif update.my_chat_member is not None and update.my_chat_member.chat.type == "private":
+            await self._member_status(update)
+        # Anything else (edits, groups, others' member changes) is acknowledged, or Telegram resends it.
         return web.Response(status=200)
 
     async def _message(self, update: Update) -> None:
@@ -318,6 +329,71 @@ class TelegramAdapter(ChannelAdapter):
                                 status=ConsentStatus.granted, source=f"link:{self.name}"))
         session.add(JourneyEvent(patient_id=patient_id, kind="identity_linked", reference=self.name))
         await session.flush()
+
+    # Blocked and unblocked
+
+    async def _member_status(self, update: Update) -> None:
+        """The patient blocked the bot ("kicked") or opened it again ("member"): record it."""
+        change = update.my_chat_member
+        kind = MEMBER_EVENTS.get(change.new_chat_member.status)
+        chat = str(change.chat.id)
+        if kind is None:
+            return
+        async with self._chat_locks[hash(chat) % len(self._chat_locks)], self.hub.sessions() as session:
+            identity = await session.scalar(select(ChannelIdentity).where(ChannelIdentity.channel == self.name,
+                                                                          ChannelIdentity.address == chat))
+            if identity is None or await session.scalar(select(JourneyEvent.id).where(
+                    JourneyEvent.patient_id == identity.patient_id, JourneyEvent.kind.in_(MEMBER_EVENTS.values()),
+                    JourneyEvent.reference == str(update.update_id))):
+                return  # a chat Sila never spoke with, or a retried update
+            session.add(JourneyEvent(patient_id=identity.patient_id, kind=kind, reference=str(update.update_id),
+                                     occurred_at=change.date))
+            await session.flush()
+            # Updates may arrive out of order: the newest by Telegram's clock says how things stand.
+            newest = await session.scalar(
+                select(JourneyEvent.kind).where(JourneyEvent.patient_id == identity.patient_id,
+                                                JourneyEvent.kind.in_(MEMBER_EVENTS.values()))
+                .order_by(JourneyEvent.occurred_at.desc(), JourneyEvent.id.desc()).limit(1))
+            blocked = await self._blocked(session, identity.patient_id)
+            if newest == "telegram_blocked" and not blocked:
+                consent.record(session, identity.patient_id, self.name, ConsentStatus.revoked,
+                               source="telegram:blocked")
+                await self._fail_queued(session, identity.id)
+            elif newest == "telegram_unblocked" and blocked:
+                await self._restore_consent(session, identity.patient_id)
+            await session.commit()
+
+    async def _blocked(self, session, patient_id: int) -> bool:
+        latest = (await session.execute(
+            select(Consent.status, Consent.source).where(
+                Consent.patient_id == patient_id, Consent.channel == self.name,
+                Consent.purpose == ConsentPurpose.transactional)
+            .order_by(Consent.recorded_at.desc(), Consent.id.desc()).limit(1))).first()
+        return latest is not None and latest.status == ConsentStatus.revoked and latest.source in BLOCK_SOURCES
+
+    async def _fail_queued(self, session, identity_id: int) -> None:
+        """Nothing waiting for this chat is sent (or retried): Telegram would refuse each with 403."""
+        waiting = (await session.scalars(
+            select(Message.id).join(Conversation).where(Conversation.identity_id == identity_id,
+                                                        Message.direction == "out", Message.status == "queued"))).all()
+        if waiting:
+            await session.execute(sql_update(Message).where(Message.id.in_(waiting), Message.status == "queued")
+                                  .values(status="failed", error=BLOCKED_ERROR))
+            for message_id in waiting:
+                changes.queue(session, "Communication", message_id)
+
+    async def _restore_consent(self, session, patient_id: int) -> None:
+        """Consent as it was before the block: a STOP said earlier still holds; a patient who was
+        simply talking to us may be answered again."""
+        for purpose in (ConsentPurpose.transactional, ConsentPurpose.marketing):
+            before = await session.scalar(
+                select(Consent.status).where(Consent.patient_id == patient_id, Consent.channel == self.name,
+                                             Consent.purpose == purpose, Consent.source.not_in(BLOCK_SOURCES))
+                .order_by(Consent.recorded_at.desc(), Consent.id.desc()).limit(1))
+            if before is None and purpose == ConsentPurpose.transactional:
+                before = ConsentStatus.granted  # writing to us is consent to be answered
+            if before is not None:
+                consent.record(session, patient_id, self.name, before, source="telegram:unblocked", purposes=(purpose,))
 
     # Outbound
 

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import json
 import logging
+from collections import OrderedDict
 from datetime import timedelta
 
 import aiohttp
@@ -27,6 +29,7 @@ from twilio.rest import Client
 from twilio.twiml.messaging_response import MessagingResponse
 
 from bot import consent
+from channels import splitting
 from channels.base import ChannelAdapter, ChannelError, InboundMessage, OutboundMessage, ProviderReceipt
 from channels.twilio_signature import verified_form
 from crm_store.models import ChannelIdentity, ConsentStatus, Conversation, Message, utcnow
@@ -46,6 +49,7 @@ UNSUBSCRIBED = 21610  # Twilio: the recipient replied STOP to this sender
 # A later callback never moves a message backwards (callbacks may arrive out of order).
 STATUS_RANK = {"sent": 1, "delivered": 2, "read": 3, "undelivered": 4, "failed": 4}
 SEND_TIMEOUT = 15.0
+MAX_REMEMBERED = 1000  # long messages half sent, waiting for their retry
 
 
 class TwilioHttpClient(AsyncTwilioHttpClient):
@@ -64,6 +68,7 @@ class TwilioHttpClient(AsyncTwilioHttpClient):
         return await super().request(method, url, params, data, headers, None, timeout, allow_redirects)
 
 
+@functools.lru_cache(maxsize=4096)  # the same patients write again and again; parsing is not cheap
 def e164(address: str) -> str:
     """The E.164 form of a Twilio address ("whatsapp:+9665…" or "+9665…"); ValueError if not a number."""
     number = address.removeprefix(WHATSAPP).strip()
@@ -93,6 +98,8 @@ class TwilioMessagingAdapter(ChannelAdapter):
         self.public_url = public_url
         self.rate_per_second = rate
         self._client: Client | None = None
+        # message id → sids of the parts of a long message Twilio accepted before a failure.
+        self._accepted: OrderedDict[int, list[str]] = OrderedDict()
 
     @classmethod
     def from_settings(cls, settings, hub) -> "TwilioMessagingAdapter":
@@ -181,21 +188,44 @@ class TwilioMessagingAdapter(ChannelAdapter):
         return self._client
 
     async def deliver(self, message: OutboundMessage) -> ProviderReceipt:
+        """Send the message, as several Twilio messages in order when its body is over the limit.
+
+        The row keeps the last part's sid (it carries the answer options, and its delivery
+        completes the reply), so only that part asks for status callbacks. Parts Twilio accepted
+        before a transient failure are remembered, so the retry sends only the rest."""
         params = await self.content(message)
         if self.sender.startswith("MG"):  # a Messaging Service picks the number itself
             params["messaging_service_sid"] = self.sender
         else:
             params["from_"] = self.sender
-        if self.public_url:
-            params["status_callback"] = self.public_url.rstrip("/") + STATUS_PATH
-        try:
-            sent = await self.client().api.account.messages.create_async(
-                to=self.prefix + message.recipient, **params)
-        except TwilioException as exc:
-            raise provider_error(exc) from None
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-            raise ChannelError(f"Twilio unreachable: {exc.__class__.__name__} {exc}".strip()) from None
-        return ProviderReceipt("sent", sent.sid)
+        bodies = self.split(params.pop("body")) if "body" in params else [None]
+        accepted = self._accepted.pop(message.message_id, [])
+        for index in range(len(accepted), len(bodies)):
+            part = dict(params) if bodies[index] is None else {**params, "body": bodies[index]}
+            if self.public_url and index == len(bodies) - 1:
+                part["status_callback"] = self.public_url.rstrip("/") + STATUS_PATH
+            try:
+                sent = await self.client().api.account.messages.create_async(to=self.prefix + message.recipient, **part)
+            except TwilioException as exc:
+                error = provider_error(exc)
+            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+                error = ChannelError(f"Twilio unreachable: {exc.__class__.__name__} {exc}".strip())
+            else:
+                accepted.append(sent.sid)
+                continue
+            if accepted and error.retryable:
+                self._accepted[message.message_id] = accepted
+                while len(self._accepted) > MAX_REMEMBERED:
+                    self._accepted.popitem(last=False)
+            if len(bodies) > 1:
+                error.args = (f"part {index + 1} of {len(bodies)}: {error}",)
+            raise error
+        return ProviderReceipt("sent", accepted[-1])
+
+    @staticmethod
+    def split(body: str) -> list[str]:
+        """The body as parts Twilio accepts on this channel."""
+        return splitting.split_body(body)
 
     async def content(self, message: OutboundMessage) -> dict:
         """Body, or an approved template's ContentSid and variables."""
@@ -228,6 +258,10 @@ class TwilioSmsAdapter(TwilioMessagingAdapter):
     @classmethod
     def rate(cls, settings) -> float | None:
         return settings.sms_rate or None
+
+    @staticmethod
+    def split(body: str) -> list[str]:
+        return splitting.split_sms(body)
 
 
 class TwilioWhatsAppAdapter(TwilioMessagingAdapter):

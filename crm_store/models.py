@@ -463,3 +463,442 @@ class EhrLink(Base):
     ehr_version: Mapped[str | None] = mapped_column(String(64))
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
+
+# --- Issue 6: campaigns and workflow automation (campaigns/) -----------------------------------
+from sqlalchemy import Column, LargeBinary, Table  # noqa: E402
+
+
+class PatientTag(Base):
+    """A label staff put on a patient ("vip", "diabetes-program") for segments."""
+
+    __tablename__ = "patient_tags"
+    __table_args__ = (UniqueConstraint("patient_id", "tag"), Index("ix_patient_tags_tag", "tag"))
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    patient_id: Mapped[int] = mapped_column(ForeignKey("patients.id"))
+    tag: Mapped[str] = mapped_column(String(50))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Segment(Base):
+    """A saved filter over patients (campaigns/segments.py reads `filters`)."""
+
+    __tablename__ = "segments"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    filters: Mapped[dict] = mapped_column(JSON, default=dict)
+    created_by: Mapped[str] = mapped_column(String(64), default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class CampaignTemplate(Base):
+    """A message in Arabic and English with {variables}; per-channel wording may override the body,
+    and WhatsApp sends an approved template (ContentSid per language, numbered variables)."""
+
+    __tablename__ = "campaign_templates"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    purpose: Mapped[str] = mapped_column(String(15), default="marketing")  # marketing | transactional
+    body_en: Mapped[str] = mapped_column(Text, default="")
+    body_ar: Mapped[str] = mapped_column(Text, default="")
+    # {"sms": {"en": "…", "ar": "…"}}: a channel's own wording (SMS is shorter, say).
+    channel_bodies: Mapped[dict] = mapped_column(JSON, default=dict)
+    # {"content_sid": {"en": "HX…", "ar": "HX…"}, "variables": {"1": "{first_name}"}}
+    whatsapp: Mapped[dict | None] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class Campaign(Base):
+    """A broadcast of one template to one segment. status: draft → scheduled → running ⇄ paused →
+    done, or cancelled, or missed (its start passed while no worker was up to fire it)."""
+
+    __tablename__ = "campaigns"
+    __table_args__ = (Index("ix_campaigns_status", "status", "next_due_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(100))
+    segment_id: Mapped[int] = mapped_column(ForeignKey("segments.id"))
+    template_id: Mapped[int] = mapped_column(ForeignKey("campaign_templates.id"))
+    channels: Mapped[list] = mapped_column(JSON, default=list)  # in order of preference
+    status: Mapped[str] = mapped_column(String(12), default="draft")
+    run_at: Mapped[datetime | None] = mapped_column()
+    started_at: Mapped[datetime | None] = mapped_column()
+    finished_at: Mapped[datetime | None] = mapped_column()
+    # The audience is frozen once, when the campaign starts (None: not yet).
+    audience: Mapped[int | None] = mapped_column(Integer)
+    # The worker sending it, until when; a crashed worker's lease lapses and another takes over.
+    lease_owner: Mapped[str | None] = mapped_column(String(100))
+    lease_until: Mapped[datetime | None] = mapped_column()
+    # The earliest deferred recipient (quiet hours): nothing to do before then.
+    next_due_at: Mapped[datetime | None] = mapped_column()
+    conversion_days: Mapped[int] = mapped_column(Integer, default=7)
+    note: Mapped[str | None] = mapped_column(Text)
+    created_by: Mapped[str] = mapped_column(String(64), default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    segment: Mapped[Segment] = relationship()
+    template: Mapped[CampaignTemplate] = relationship()
+
+
+class CampaignRecipient(Base):
+    """One patient of a campaign. The unique (campaign, patient) and the message id written in the
+    transaction that queues the message make "exactly one message per recipient" crash-safe."""
+
+    __tablename__ = "campaign_recipients"
+    __table_args__ = (
+        UniqueConstraint("campaign_id", "patient_id"),
+        UniqueConstraint("message_id"),
+        Index("ix_campaign_recipients_due", "campaign_id", "status", "due_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id"))
+    patient_id: Mapped[int] = mapped_column(ForeignKey("patients.id"), index=True)
+    status: Mapped[str] = mapped_column(String(10), default="pending")  # pending | queued | skipped
+    # Why skipped (opted_out, no_consent, unreachable, frequency_cap, cancelled) or deferred (quiet_hours).
+    reason: Mapped[str | None] = mapped_column(String(40))
+    channel: Mapped[str | None] = mapped_column(String(20))
+    message_id: Mapped[int | None] = mapped_column(ForeignKey("messages.id"))
+    due_at: Mapped[datetime | None] = mapped_column()
+    queued_at: Mapped[datetime | None] = mapped_column()
+
+
+class AutomationRule(Base):
+    """A workflow rule: a trigger (kind + config: offsets, delay, conditions, steps), an optional
+    segment, a template, channels in order of preference; on or off."""
+
+    __tablename__ = "automation_rules"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    key: Mapped[str] = mapped_column(String(50), unique=True)
+    # appointment_reminder | noshow_followup | post_visit | birthday | condition_drip
+    kind: Mapped[str] = mapped_column(String(30))
+    name_en: Mapped[str] = mapped_column(String(100))
+    name_ar: Mapped[str] = mapped_column(String(100))
+    enabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    config: Mapped[dict] = mapped_column(JSON, default=dict)
+    template_id: Mapped[int | None] = mapped_column(ForeignKey("campaign_templates.id"))
+    segment_id: Mapped[int | None] = mapped_column(ForeignKey("segments.id"))
+    channels: Mapped[list] = mapped_column(JSON, default=list)
+    updated_by: Mapped[str] = mapped_column(String(64), default="")
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class AutomationSend(Base):
+    """One message a rule owes one patient (`key` names the occasion: an appointment and offset, a
+    birthday's year, a drip step); unique per rule, so a rule never sends for an occasion twice."""
+
+    __tablename__ = "automation_sends"
+    __table_args__ = (
+        UniqueConstraint("rule_id", "key"),
+        UniqueConstraint("message_id"),
+        Index("ix_automation_sends_due", "status", "due_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    rule_id: Mapped[int] = mapped_column(ForeignKey("automation_rules.id"))
+    patient_id: Mapped[int] = mapped_column(ForeignKey("patients.id"), index=True)
+    key: Mapped[str] = mapped_column(String(120))
+    appointment_id: Mapped[int | None] = mapped_column(ForeignKey("appointments.id"), index=True)
+    template_id: Mapped[int | None] = mapped_column(ForeignKey("campaign_templates.id"))
+    status: Mapped[str] = mapped_column(String(10), default="pending")  # pending | queued | skipped
+    reason: Mapped[str | None] = mapped_column(String(40))
+    channel: Mapped[str | None] = mapped_column(String(20))
+    message_id: Mapped[int | None] = mapped_column(ForeignKey("messages.id"))
+    due_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Past this the message is pointless (a reminder after the visit): skipped instead.
+    not_after: Mapped[datetime | None] = mapped_column()
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    queued_at: Mapped[datetime | None] = mapped_column()
+    # A reminder's answer: confirmed | cancelled.
+    answer: Mapped[str | None] = mapped_column(String(12))
+    answered_at: Mapped[datetime | None] = mapped_column()
+
+
+class SchedulerClaim(Base):
+    """Which run of a recurring job was claimed, so that of several workers only one does it."""
+
+    __tablename__ = "scheduler_claims"
+
+    job_id: Mapped[str] = mapped_column(String(191), primary_key=True)
+    run_key: Mapped[int] = mapped_column(Integer, default=0)
+    owner: Mapped[str] = mapped_column(String(100), default="")
+    claimed_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+# APScheduler 3's SQLAlchemy job store, declared here so the schema is migrated with the rest
+# (the job store's own create-if-missing then finds it).
+apscheduler_jobs = Table(
+    "apscheduler_jobs", Base.metadata,
+    Column("id", String(191), primary_key=True),
+    Column("next_run_time", Float(25), index=True),
+    Column("job_state", LargeBinary, nullable=False),
+)
+
+
+# --- Issue 9: admins train the bot (NLU data changes, review queue, training, models) ---------
+
+
+class NluChange(Base):
+    """Who changed which training example and how; the YAML in nlu_data/ holds the result."""
+
+    __tablename__ = "nlu_changes"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("staff_users.id"))
+    username: Mapped[str] = mapped_column(String(64))
+    action: Mapped[str] = mapped_column(String(10))  # add | edit | delete
+    language: Mapped[str] = mapped_column(String(5))
+    intent: Mapped[str] = mapped_column(String(80), index=True)
+    new_intent: Mapped[str | None] = mapped_column(String(80))
+    before: Mapped[str | None] = mapped_column(Text)
+    after: Mapped[str | None] = mapped_column(Text)
+    # "console", or "review:<message id>" for a patient message labelled from the review queue.
+    source: Mapped[str] = mapped_column(String(40), default="console")
+
+
+class NluReview(Base):
+    """A patient message from the review queue that an admin labelled or set aside."""
+
+    __tablename__ = "nlu_reviews"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    message_id: Mapped[int] = mapped_column(ForeignKey("messages.id"), unique=True)
+    outcome: Mapped[str] = mapped_column(String(10))  # labelled | dismissed
+    intent: Mapped[str | None] = mapped_column(String(80))
+    example: Mapped[str | None] = mapped_column(Text)
+    language: Mapped[str | None] = mapped_column(String(5))
+    username: Mapped[str] = mapped_column(String(64))
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class NluModel(Base):
+    """A model archive kept in SILA_MODELS_DIR/trained/: trained in the console, or found active."""
+
+    __tablename__ = "nlu_models"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    file: Mapped[str] = mapped_column(String(255), unique=True)  # relative to the models directory
+    sha256: Mapped[str] = mapped_column(String(64), index=True)
+    size: Mapped[int] = mapped_column(Integer)
+    source: Mapped[str] = mapped_column(String(10))  # trained | found
+    # Fingerprint of the training inputs (as `sila train` computes it), when known.
+    fingerprint: Mapped[str | None] = mapped_column(String(64))
+    created_by: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Held-out figures per language: {"ar": {"accuracy", "macro_f1", "weighted_f1", "n"}, ...}
+    summary: Mapped[dict | None] = mapped_column(JSON)
+    file_deleted_at: Mapped[datetime | None] = mapped_column()
+
+
+class NluTrainingJob(Base):
+    """A training run in the background: progress while it runs, the evaluation when it is done."""
+
+    __tablename__ = "nlu_training_jobs"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    status: Mapped[str] = mapped_column(String(12))  # running | succeeded | failed | interrupted
+    stage: Mapped[str] = mapped_column(String(40), default="preparing")
+    progress: Mapped[float] = mapped_column(Float, default=0.0)
+    detail: Mapped[str | None] = mapped_column(String(200))
+    started_by: Mapped[str] = mapped_column(String(64))
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    heartbeat_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column()
+    fingerprint: Mapped[str | None] = mapped_column(String(64))
+    model_id: Mapped[int | None] = mapped_column(ForeignKey("nlu_models.id"))
+    compared_model_id: Mapped[int | None] = mapped_column(ForeignKey("nlu_models.id"))
+    # {"candidate": {lang: report}, "active": {lang: report} | None, "held_out": {lang: sha256}}
+    evaluation: Mapped[dict | None] = mapped_column(JSON)
+    error: Mapped[str | None] = mapped_column(Text)
+    log_tail: Mapped[str | None] = mapped_column(Text)
+    # 1 while running, NULL after: the unique index lets one training run at a time across workers.
+    running: Mapped[int | None] = mapped_column(Integer, unique=True)
+
+
+class NluActivation(Base):
+    """Append-only: which model the Rasa server(s) loaded, when and at whose request."""
+
+    __tablename__ = "nlu_activations"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    username: Mapped[str] = mapped_column(String(64))
+    action: Mapped[str] = mapped_column(String(10))  # activate | rollback
+    model_id: Mapped[int] = mapped_column(ForeignKey("nlu_models.id"))
+    previous_model_id: Mapped[int | None] = mapped_column(ForeignKey("nlu_models.id"))
+    outcome: Mapped[str] = mapped_column(String(20))  # ok | failed
+    detail: Mapped[dict | None] = mapped_column(JSON)
+
+
+# --- Issue 8: the patient portal (portal/) -------------------------------------------------------
+
+
+class PortalCode(Base):
+    """A one-time sign-in code sent to a phone number; only its argon2 hash is kept.
+
+    A row is written for every request, whether the number is registered or not, so the limits
+    (codes per hour, wrong tries, cool-down) hold alike and the answer never tells which it was.
+    status: live → used | superseded (a newer code was sent) | locked (too many wrong tries)."""
+
+    __tablename__ = "portal_codes"
+    __table_args__ = (Index("ix_portal_codes_phone", "phone", "created_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    phone: Mapped[str] = mapped_column(String(20))
+    code_hash: Mapped[str] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(12), default="live")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column()
+    finished_at: Mapped[datetime | None] = mapped_column()
+    # The outbound message that carried it: its text is redacted once the code is sent or dead.
+    message_id: Mapped[int | None] = mapped_column(ForeignKey("messages.id"))
+    redacted_at: Mapped[datetime | None] = mapped_column()
+    remote: Mapped[str | None] = mapped_column(String(64))
+
+
+class PortalSession(Base):
+    """A patient's portal session (never a staff session): the cookie carries a random id, the
+    database its SHA-256. `acting_patient_id` is whose record is shown: their own, or a child's
+    they are the guardian of."""
+
+    __tablename__ = "portal_sessions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    patient_id: Mapped[int] = mapped_column(ForeignKey("patients.id"), index=True)
+    acting_patient_id: Mapped[int] = mapped_column(ForeignKey("patients.id"))
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    language: Mapped[str] = mapped_column(String(5), default="ar")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_seen_at: Mapped[datetime] = mapped_column(default=utcnow)
+    ended_at: Mapped[datetime | None] = mapped_column()
+
+
+class GuardianLink(Base):
+    """A guardian (a patient themselves) who may act for a child's record in the portal.
+    `source` says who made the link: the EHR (RelatedPerson/…, Patient.contact) or staff."""
+
+    __tablename__ = "guardian_links"
+    __table_args__ = (UniqueConstraint("guardian_id", "child_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    guardian_id: Mapped[int] = mapped_column(ForeignKey("patients.id"), index=True)
+    child_id: Mapped[int] = mapped_column(ForeignKey("patients.id"), index=True)
+    # v3 RoleCode as the EHR gives it (MTH, FTH, PRN, GUARD…), or "parent"/"guardian".
+    relationship: Mapped[str] = mapped_column(String(40), default="parent")
+    source: Mapped[str] = mapped_column(String(100), default="staff")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    ended_at: Mapped[datetime | None] = mapped_column()
+
+
+# --- Issue 7: surveys and feedback (surveys/) --------------------------------------------------
+
+
+class Survey(Base):
+    """A survey definition (surveys/definitions/*.yml, or edited in the console): the questions in
+    Arabic and English with their branching, as validated JSON. Every change bumps `version`."""
+
+    __tablename__ = "surveys"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    code: Mapped[str] = mapped_column(String(50), unique=True)
+    title_en: Mapped[str] = mapped_column(String(200))
+    title_ar: Mapped[str] = mapped_column(String(200))
+    definition: Mapped[dict] = mapped_column(JSON)
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    # "file": loaded from the YAML (and reloaded when the file changes); "console": edited by
+    # staff, after which the file no longer overwrites it.
+    source: Mapped[str] = mapped_column(String(10), default="file")
+    file_hash: Mapped[str | None] = mapped_column(String(64))
+    updated_by: Mapped[str] = mapped_column(String(64), default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class SurveyVersion(Base):
+    """Every version a survey has had, kept: responses name the version they were asked."""
+
+    __tablename__ = "survey_versions"
+    __table_args__ = (UniqueConstraint("survey_id", "version"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    survey_id: Mapped[int] = mapped_column(ForeignKey("surveys.id"))
+    version: Mapped[int] = mapped_column(Integer)
+    definition: Mapped[dict] = mapped_column(JSON)
+    created_by: Mapped[str] = mapped_column(String(64), default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class SurveyResponse(Base):
+    """One survey sent to one patient, and how far they got. `open_patient_id` is the patient's id
+    while the survey is open and NULL after: its unique constraint keeps one survey at a time per
+    patient, whatever the number of workers. `occasion` ("visit:<appointment>", "chat:<…>",
+    "campaign:<…>") is unique per survey, so an occasion is never surveyed twice."""
+
+    __tablename__ = "survey_responses"
+    __table_args__ = (
+        UniqueConstraint("open_patient_id"),
+        UniqueConstraint("survey_id", "occasion"),
+        Index("ix_survey_responses_offered", "survey_id", "offered_at"),
+        Index("ix_survey_responses_open", "status", "expires_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    survey_id: Mapped[int] = mapped_column(ForeignKey("surveys.id"))
+    survey_code: Mapped[str] = mapped_column(String(50))
+    # The version sent (survey_versions): an edit meanwhile does not change the questions asked.
+    survey_version: Mapped[int] = mapped_column(Integer)
+    patient_id: Mapped[int] = mapped_column(ForeignKey("patients.id"), index=True)
+    open_patient_id: Mapped[int | None] = mapped_column(Integer)
+    conversation_id: Mapped[int | None] = mapped_column(ForeignKey("conversations.id"), index=True)
+    channel: Mapped[str] = mapped_column(String(20))
+    language: Mapped[str] = mapped_column(String(5))
+    reason: Mapped[str] = mapped_column(String(20))  # visit | chat | campaign | manual
+    occasion: Mapped[str | None] = mapped_column(String(80))
+    appointment_id: Mapped[int | None] = mapped_column(ForeignKey("appointments.id"))
+    department: Mapped[str | None] = mapped_column(String(50))
+    practitioner: Mapped[str | None] = mapped_column(String(50))
+    # Names the questions may mention ({department}, {doctor}, {hospital}) in both languages.
+    context: Mapped[dict] = mapped_column(JSON, default=dict)
+    # sent → in_progress → completed | stopped | expired
+    status: Mapped[str] = mapped_column(String(12), default="sent")
+    stop_reason: Mapped[str | None] = mapped_column(String(20))
+    current_question: Mapped[str | None] = mapped_column(String(40))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)  # invalid answers to the current question
+    answered: Mapped[int] = mapped_column(Integer, default=0)
+    nps: Mapped[int | None] = mapped_column(Integer)
+    csat: Mapped[int | None] = mapped_column(Integer)
+    alert: Mapped[str | None] = mapped_column(String(20))  # detractor | low_satisfaction
+    last_message_id: Mapped[int | None] = mapped_column(Integer)
+    offered_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_activity_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column()
+    finished_at: Mapped[datetime | None] = mapped_column()
+
+    survey: Mapped[Survey] = relationship()
+
+
+class SurveyAnswer(Base):
+    """One answer (or a skipped question), in the language the patient wrote it."""
+
+    __tablename__ = "survey_answers"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    response_id: Mapped[int] = mapped_column(ForeignKey("survey_responses.id"), index=True)
+    question_id: Mapped[str] = mapped_column(String(40))
+    kind: Mapped[str] = mapped_column(String(10))  # nps | csat | yes_no | choice | text
+    value_int: Mapped[int | None] = mapped_column(Integer)
+    value_text: Mapped[str | None] = mapped_column(Text)
+    skipped: Mapped[bool] = mapped_column(Boolean, default=False)
+    language: Mapped[str | None] = mapped_column(String(5))
+    message_id: Mapped[int | None] = mapped_column(ForeignKey("messages.id"))
+    answered_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)

@@ -18,16 +18,17 @@ CLINICAL_TYPES = ("Patient", "Condition", "AllergyIntolerance", "MedicationReque
 REFERENCED_TYPES = ("Practitioner", "Organization", "PractitionerRole", "Location")
 
 
-def _references(node: Any, found: set[tuple[str, str]]) -> None:
+def named_references(node: Any, found: set[tuple[str, str]]) -> None:
+    """Add to `found` every (type, id) of a practitioner, organisation or location `node` names."""
     if isinstance(node, dict):
         ref = node.get("reference")
         if isinstance(ref, str) and ref.count("/") == 1 and ref.split("/")[0] in REFERENCED_TYPES:
             found.add(tuple(ref.split("/")))
         for value in node.values():
-            _references(value, found)
+            named_references(value, found)
     elif isinstance(node, list):
         for item in node:
-            _references(item, found)
+            named_references(item, found)
 
 
 async def patient_resources(session: AsyncSession, patient_id: int) -> list[dict]:
@@ -39,7 +40,7 @@ async def patient_resources(session: AsyncSession, patient_id: int) -> list[dict
         FhirResource.patient_ref == f"Patient/{patient.resource_id}", FhirResource.deleted.is_(False),
         FhirResource.resource_type.in_(CLINICAL_TYPES)))).all()
     named: set[tuple[str, str]] = set()
-    _references(rows, named)
+    named_references(rows, named)
     if named:
         rows += (await session.scalars(select(FhirResource.content).where(
             tuple_(FhirResource.resource_type, FhirResource.resource_id).in_(sorted(named)),

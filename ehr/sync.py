@@ -37,6 +37,7 @@ from ehr.resources import communication as communication_map
 from ehr.resources import consent as consent_map
 from ehr.resources import patient as patient_map
 from ehr.resources import practitioner as practitioner_map
+from surveys import fhir as survey_fhir
 
 log = logging.getLogger(__name__)
 LEASE = timedelta(seconds=60)
@@ -187,6 +188,8 @@ class EhrSync:
         if kind == "Slot":
             slot = await session.scalar(select(Slot).where(Slot.id == crm_id).options(selectinload(Slot.practitioner)))
             return directory.slot_resource(slot) if slot else None
+        if kind in survey_fhir.KINDS:  # Questionnaire, QuestionnaireResponse (surveys/fhir.py)
+            return await survey_fhir.build(session, kind, crm_id, refs.patient, self.hospital)
         raise ValueError(f"no FHIR mapping for outbox kind {kind!r}")
 
     async def _consent(self, session: AsyncSession, crm_id: int, refs) -> dict | None:
@@ -271,7 +274,9 @@ class EhrSync:
             return
         link = await refs._linked(kind, crm_id)
         if link is None:
-            system, value = next((i["system"], i["value"]) for i in resource["identifier"]
+            # A list on most resources; one Identifier (0..1) on a QuestionnaireResponse.
+            found = resource["identifier"] if isinstance(resource["identifier"], list) else [resource["identifier"]]
+            system, value = next((i["system"], i["value"]) for i in found
                                  if i.get("system", "").startswith("urn:sila:"))
             resource.pop("id", None)
             written = await self.client.create(resource, if_none_exist=f"identifier={system}|{value}")

@@ -39,6 +39,7 @@ from crm_store.content import load_hospital
 from ehr.clinical import clinical_summary
 from inbox import security
 from inbox.security import CSRF, INBOX_ROLES, STAFF, audit, requires
+import surveys.dispatch
 
 CONSOLE_TOPIC = "console"
 TEMPLATES = Path(__file__).with_name("templates")
@@ -53,7 +54,7 @@ STRINGS = {
            "waiting": "waiting", "sign_in": "Sign in", "sign_out": "Sign out", "username": "Username",
            "password": "Password", "bad_login": "Wrong username or password.",
            "locked": "Too many failed attempts. Try again in 15 minutes.", "profile": "Patient",
-           "clinical": "Clinical summary (from the EHR)",
+           "clinical": "Clinical summary (from the EHR)", "patient_relations": "Patient relations",
            "appointments": "Appointments", "identities": "Channels and consent", "journey": "Journey",
            "empty": "No conversations here.", "audit": "Audit log", "assigned": "Assigned to",
            "note_label": "Internal note (never sent)", "over_target": "over target",
@@ -65,7 +66,7 @@ STRINGS = {
            "waiting": "انتظار", "sign_in": "تسجيل الدخول", "sign_out": "تسجيل الخروج", "username": "اسم المستخدم",
            "password": "كلمة المرور", "bad_login": "اسم المستخدم أو كلمة المرور غير صحيحة.",
            "locked": "محاولات كثيرة فاشلة. حاول بعد ١٥ دقيقة.", "profile": "المريض",
-           "clinical": "الملخص السريري (من السجل الطبي)",
+           "clinical": "الملخص السريري (من السجل الطبي)", "patient_relations": "علاقات المرضى",
            "appointments": "المواعيد", "identities": "القنوات والموافقات", "journey": "رحلة المريض",
            "empty": "لا توجد محادثات هنا.", "audit": "سجل التدقيق", "assigned": "مسندة إلى",
            "note_label": "ملاحظة داخلية (لا تُرسل)", "over_target": "تجاوز الهدف",
@@ -160,8 +161,9 @@ async def login(request: web.Request) -> web.StreamResponse:
             request, login_csrf=request.cookies.get(LOGIN_CSRF), error=STRINGS["en"][key] + " · " + STRINGS["ar"][key]),
             status=401)
         return response
-    target = request.query.get("next", "/console")
-    response = web.HTTPFound(target if target.startswith("/console") else "/console")
+    home = "/console/campaigns" if user.role == StaffRole.marketer else "/console"  # marketers have no inbox
+    target = request.query.get("next", home)
+    response = web.HTTPFound(target if target.startswith("/console") else home)
     security.set_cookie(response, request, token)
     raise response
 
@@ -363,10 +365,13 @@ async def note(request: web.Request) -> web.StreamResponse:
 
 @requires(*INBOX_ROLES)
 async def resolve(request: web.Request) -> web.StreamResponse:
-    def apply(session, conversation, form, user):
+    async def apply(session, conversation, form, user):
+        handled = conversation.status in (ConversationStatus.pending_human, ConversationStatus.human)
         conversation.status, conversation.assignee, conversation.urgent = ConversationStatus.bot, None, False
         session.add(JourneyEvent(patient_id=conversation.patient_id, kind="handoff_resolved",
                                  reference=str(conversation.id), data={"by": user.username}))
+        if handled:  # how satisfied the patient was with the people who helped (surveys/, issue 7)
+            await surveys.dispatch.after_chat(session, conversation, _hub(request).settings)
     return await _change(request, "resolve", apply)
 
 

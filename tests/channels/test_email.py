@@ -12,6 +12,7 @@ from email.utils import make_msgid
 from urllib.parse import urlsplit
 
 import aiohttp
+from aiohttp import web
 import pytest
 from sqlalchemy import func, select
 
@@ -503,3 +504,104 @@ async def test_an_untrusted_certificate_is_not_sent_to(aiohttp_client, store_url
     message_id = await queue(client, conversation_id, "Your appointment is confirmed.")
     (row,) = await rows(client, Message.id == message_id)
     assert row.status == "queued" and "CERTIFICATE_VERIFY_FAILED" in row.error and smtp.received == []
+
+
+# --- the replies of one turn are one mail -------------------------------------------------------------
+
+def plain(mail: EmailMessage) -> str:
+    return parts(mail)[0].replace("\r\n", "\n")
+
+
+TIMES = [{"title": "Sun 10:00", "payload": "2026-12-06T10:00:00+03:00"},
+         {"title": "Sun 11:00", "payload": "2026-12-06T11:00:00+03:00"}]
+
+
+async def queue_turn(client, conversation_id: int, replies: list[dict]) -> list[int]:
+    """Queue a turn's replies in one transaction and hand them to the outbox together, as the router does."""
+    hub = client.app[HUB]
+    async with hub.sessions() as session:
+        conversation = await session.get(Conversation, conversation_id)
+        queued = [queue_reply(session, conversation, **reply) for reply in replies]
+        await session.commit()
+        ids = [m.id for m in queued]
+    await hub.outbox.deliver(ids)
+    return ids
+
+
+async def test_the_replies_of_one_turn_go_out_as_one_mail(client, smtp):
+    _, conversation_id = await email_patient(client)
+    ids = await queue_turn(client, conversation_id, [
+        {"text": "Thank you, Sarah."}, {"text": "Dr Khalid is free on Sunday."},
+        {"text": "Which time suits you?", "buttons": TIMES}])
+    assert len(smtp.received) == 1
+    (mail,) = smtp.messages_to(PATIENT)
+    text, html = plain(mail), parts(mail)[1]
+    assert re.search(r"Thank you, Sarah\.\n\nDr Khalid is free on Sunday\.\n\nWhich time suits you\?\n\n"
+                     r"1\. Sun 10:00\n2\. Sun 11:00", text), text
+    assert "<p>Thank you, Sarah.</p><p>Dr Khalid is free on Sunday.</p><p>Which time suits you?</p>" in html
+    sent = await rows(client, Message.id.in_(ids))
+    assert [(m.status, m.attempts) for m in sent] == [("sent", 0)] * 3
+    assert [m.provider_message_id for m in sent] == [mail["Message-ID"], None, None]
+    # The patient answers the mail with a number: it picks from the options of that turn.
+    form = sendgrid("2", to=mail["Reply-To"].addresses[0].addr_spec,
+                    headers=f"In-Reply-To: {mail['Message-ID']}\n")
+    assert (await post(client, form)).status == 200
+    await smtp.wait_for(2, PATIENT)
+    (answer,) = [m for m in await settle(client) if m.direction == "in"]
+    assert (answer.conversation_id, answer.text, answer.display) == (conversation_id, TIMES[1]["payload"], "2")
+
+
+@pytest.mark.parametrize("reply, statuses", [("550 5.1.1 <sarah@patients.example>: User unknown", "failed"),
+                                             ("451 4.7.1 Greylisted, try again later", "queued")])
+async def test_a_turn_refused_by_the_smtp_server_fails_or_waits_as_a_whole(client, smtp, reply, statuses):
+    _, conversation_id = await email_patient(client)
+    smtp.fail("RCPT", reply)
+    ids = await queue_turn(client, conversation_id, [{"text": "Your appointment is confirmed."},
+                                                     {"text": "Anything else?"}])
+    refused = await rows(client, Message.id.in_(ids))
+    assert [(m.status, m.attempts, m.error[:3]) for m in refused] == [(statuses, 1, reply[:3])] * 2
+    assert smtp.received == []
+    await client.app[HUB].outbox.deliver(ids)  # the retry, when it falls due
+    after = await rows(client, Message.id.in_(ids))
+    if statuses == "failed":
+        assert smtp.received == [] and [m.status for m in after] == ["failed"] * 2
+    else:
+        (mail,) = smtp.messages_to(PATIENT)
+        assert "Your appointment is confirmed.\n\nAnything else?" in plain(mail)
+        assert [m.status for m in after] == ["sent"] * 2
+
+
+async def test_options_end_a_mail_and_a_staff_message_is_its_own(client, smtp):
+    _, conversation_id = await email_patient(client)
+    await queue_turn(client, conversation_id, [
+        {"text": "Which time suits you?", "buttons": TIMES}, {"text": "Or tell me another day."},
+        {"text": "Sarah, I can also call you.", "sender": "staff"}])
+    mails = smtp.messages_to(PATIENT)
+    assert [plain(m).split("\n")[0] for m in mails] == [
+        "Which time suits you?", "Or tell me another day.", "Sarah, I can also call you."]
+    assert "Auto-Submitted" not in mails[2]  # a person wrote it
+
+
+@pytest.fixture
+async def chatty_rasa(aiohttp_server):
+    """Rasa's REST channel answering every message with three messages, the last with options."""
+    async def webhook(request: web.Request) -> web.Response:
+        sender = (await request.json())["sender"]
+        return web.json_response([{"recipient_id": sender, "text": "Thank you, Sarah."},
+                                  {"recipient_id": sender, "text": "Dr Khalid is free on Sunday."},
+                                  {"recipient_id": sender, "text": "Which time suits you?", "buttons": TIMES}])
+
+    app = web.Application()
+    app.router.add_post("/webhooks/rest/webhook", webhook)
+    return await aiohttp_server(app)
+
+
+async def test_a_bot_turn_of_three_messages_is_one_mail(aiohttp_client, store_url, smtp, chatty_rasa):
+    client = await aiohttp_client(create_app(settings_for(store_url, smtp, rasa_url=str(chatty_rasa.make_url(""))),
+                                             channels=("email",)))
+    assert (await post(client, sendgrid("I'd like to see a cardiologist"))).status == 200
+    (mail,) = await smtp.wait_for(1, PATIENT)
+    stored = await settle(client)
+    assert [(m.direction, m.status) for m in stored] == [("in", "answered")] + [("out", "sent")] * 3
+    assert len(smtp.received) == 1
+    assert "Thank you, Sarah.\n\nDr Khalid is free on Sunday.\n\nWhich time suits you?" in plain(mail)

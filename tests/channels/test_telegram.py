@@ -12,8 +12,25 @@ from bot.app import HUB, create_app
 from bot.outbox import queue_reply
 from bot.settings import Settings
 from channels.base import ChannelError, OutboundMessage
-from channels.telegram import SECRET_HEADER, TelegramAdapter, deep_link, e164, link_code, read_link_code
-from crm_store.models import ChannelIdentity, Consent, ConsentStatus, Conversation, Message, Patient
+from channels.telegram import (
+    BLOCKED_ERROR,
+    SECRET_HEADER,
+    TelegramAdapter,
+    deep_link,
+    e164,
+    link_code,
+    read_link_code,
+)
+from crm_store.models import (
+    ChannelIdentity,
+    Consent,
+    ConsentPurpose,
+    ConsentStatus,
+    Conversation,
+    JourneyEvent,
+    Message,
+    Patient,
+)
 from tests.fakes.tcp_proxy import _free_port
 from tests.fakes.telegram_server import BLOCKED, BOT_USER, FakeTelegram
 
@@ -319,7 +336,7 @@ async def test_set_webhook_sends_the_secret_token(client, fake):
     assert await adapter.set_webhook("https://sila.example/webhooks/telegram") is True
     params = fake.sent("setWebhook")[0]
     assert params["url"] == "https://sila.example/webhooks/telegram" and params["secret_token"] == SECRET
-    assert params["allowed_updates"] == ["message", "callback_query"]
+    assert params["allowed_updates"] == ["message", "callback_query", "my_chat_member"]
 
 
 async def test_opening_the_bot_greets_and_group_chats_are_ignored(client, fake):
@@ -332,3 +349,120 @@ async def test_opening_the_bot_greets_and_group_chats_are_ignored(client, fake):
         stored = (await session.execute(select(Message.text, Message.display).where(Message.direction == "in"))).all()
     assert stored == [("/greet", "/start")]  # the bot reads a greeting; staff see what was tapped
     assert [r["chat_id"] for r in fake.sent()] == [CHAT]
+
+
+# --- the patient blocks the bot, and comes back (my_chat_member) -----------------------------------
+
+async def telegram_consent(client, purpose: ConsentPurpose = ConsentPurpose.transactional) -> tuple | None:
+    async with client.app[HUB].sessions() as session:
+        row = (await session.execute(
+            select(Consent.status, Consent.source).where(Consent.channel == "telegram", Consent.purpose == purpose)
+            .order_by(Consent.recorded_at.desc(), Consent.id.desc()).limit(1))).first()
+    return tuple(row) if row else None
+
+
+async def queue_to_chat(client, text: str, *, deliver: bool = False, purpose: str = "transactional") -> int:
+    hub = client.app[HUB]
+    async with hub.sessions() as session:
+        conversation = await session.scalar(select(Conversation))
+        message = queue_reply(session, conversation, text, language="en", purpose=purpose)
+        await session.commit()
+    if deliver:
+        await hub.outbox.deliver([message.id])
+    return message.id
+
+
+async def message_row(client, message_id: int) -> Message:
+    async with client.app[HUB].sessions() as session:
+        return await session.get(Message, message_id)
+
+
+async def test_blocking_the_bot_revokes_consent_and_fails_what_waits_then_unblocking_restores_it(client, fake):
+    await post(client, message_update(200, "hello"))
+    assert await eventually(lambda: settled(client))
+    waiting = [await queue_to_chat(client, "Your appointment is tomorrow at 10:00"),
+               await queue_to_chat(client, "Reply 1 to confirm")]
+    before = len(fake.sent())
+
+    assert (await post(client, fake.block(CHAT, 201))).status == 200
+    assert await telegram_consent(client) == (ConsentStatus.revoked, "telegram:blocked")
+    assert await telegram_consent(client, ConsentPurpose.marketing) == (ConsentStatus.revoked, "telegram:blocked")
+    for message_id in waiting:
+        row = await message_row(client, message_id)
+        assert (row.status, row.error, row.attempts) == ("failed", BLOCKED_ERROR, 0)
+    await client.app[HUB].outbox.deliver(waiting)  # a failed message is not picked up again
+    assert len(fake.sent()) == before
+
+    # Something sent while blocked is tried once: Telegram's 403 is final, never retried.
+    late = await queue_to_chat(client, "Your results are ready", deliver=True)
+    row = await message_row(client, late)
+    assert (row.status, row.attempts) == ("failed", 1) and "blocked by the user" in row.error
+    await client.app[HUB].outbox.deliver([late])
+    assert len(fake.sent()) == before + 1
+
+    assert (await post(client, fake.unblock(CHAT, 202))).status == 200
+    assert await telegram_consent(client) == (ConsentStatus.granted, "telegram:unblocked")
+    # Marketing was never granted on Telegram: unblocking does not grant it.
+    assert (await telegram_consent(client, ConsentPurpose.marketing))[0] == ConsentStatus.revoked
+    again = await queue_to_chat(client, "Welcome back", deliver=True)
+    assert (await message_row(client, again)).status == "sent"
+    assert fake.sent()[-1]["text"] == "Welcome back"
+    async with client.app[HUB].sessions() as session:
+        journey = (await session.scalars(select(JourneyEvent.kind).where(JourneyEvent.kind.like("telegram_%"))
+                                         .order_by(JourneyEvent.id))).all()
+    assert journey == ["telegram_blocked", "telegram_unblocked"]
+
+
+@pytest.mark.parametrize("before, after", [
+    ("STOP", (ConsentStatus.revoked, ConsentStatus.revoked)),  # an opt-out said before the block still holds
+    ("marketing", (ConsentStatus.granted, ConsentStatus.granted)),  # and so does a marketing consent
+])
+async def test_unblocking_restores_consent_as_it_was_before_the_block(client, fake, before, after):
+    await post(client, message_update(210, "hello"))
+    assert await eventually(lambda: settled(client))
+    if before == "STOP":
+        await post(client, message_update(211, "STOP"))
+        assert await eventually(lambda: settled(client))
+    else:
+        async with client.app[HUB].sessions() as session:
+            patient_id = await identity_patient(client)
+            session.add(Consent(patient_id=patient_id, channel="telegram", purpose=ConsentPurpose.marketing,
+                                status=ConsentStatus.granted, source="portal"))
+            await session.commit()
+    await post(client, fake.block(CHAT, 212))
+    assert (await telegram_consent(client))[1] == "telegram:blocked"
+    await post(client, fake.unblock(CHAT, 213))
+    restored = (await telegram_consent(client), await telegram_consent(client, ConsentPurpose.marketing))
+    assert tuple(status for status, _ in restored) == after
+    if after[1] == ConsentStatus.granted:
+        marketing = await queue_to_chat(client, "Flu shots this week", deliver=True, purpose="marketing")
+        assert (await message_row(client, marketing)).status == "sent"
+
+
+async def test_member_updates_count_by_telegrams_clock_and_a_retried_one_counts_once(client, fake):
+    await post(client, message_update(220, "hello"))
+    assert await eventually(lambda: settled(client))
+    now = int(time.time())
+    unblocked, blocked = fake.unblock(CHAT, 222, date=now + 5), fake.block(CHAT, 221, date=now)
+    fake.blocked.discard(CHAT)  # the unblock is the newer event
+    assert (await post(client, unblocked)).status == 200  # delivered first, though it happened last
+    responses = await asyncio.gather(*(post(client, blocked) for _ in range(4)))  # late, and retried
+    assert [r.status for r in responses] == [200] * 4
+    assert (await telegram_consent(client))[0] != ConsentStatus.revoked
+    async with client.app[HUB].sessions() as session:
+        events = (await session.execute(select(JourneyEvent.kind, JourneyEvent.reference).where(
+            JourneyEvent.kind.like("telegram_%")).order_by(JourneyEvent.id))).all()
+    assert sorted(events) == [("telegram_blocked", "221"), ("telegram_unblocked", "222")]
+    sent = await queue_to_chat(client, "Still here", deliver=True)
+    assert (await message_row(client, sent)).status == "sent"
+
+
+async def test_member_updates_of_unknown_chats_and_groups_change_nothing(client, fake):
+    assert (await post(client, fake.block(CHAT + 7, 230))).status == 200  # never wrote to us
+    group = fake.block(-100123, 231)
+    group["my_chat_member"]["chat"] = {"id": -100123, "type": "supergroup", "title": "Family"}
+    assert (await post(client, group)).status == 200
+    async with client.app[HUB].sessions() as session:
+        assert await session.scalar(select(func.count(JourneyEvent.id))) == 0
+        assert await session.scalar(select(func.count(Consent.id))) == 0
+    assert (await post(client, fake.block(CHAT, 232), secret="wrong")).status == 403

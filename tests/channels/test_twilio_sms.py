@@ -293,3 +293,86 @@ def test_a_whatsapp_sender_without_its_prefix_stops_start_up():
     settings = Settings(twilio_account_sid=SID, twilio_auth_token=TOKEN, twilio_whatsapp_from="+14155238886")
     with pytest.raises(ValueError, match="whatsapp:"):
         TwilioWhatsAppAdapter.from_settings(settings, hub=None)
+
+
+# --- long messages: Twilio refuses a body over 1,600 characters (21617) ---------------------------
+
+LONG_AR = " ".join(f"موعدك رقم {i} في عيادة القلب يوم الأحد، الرجاء الحضور قبل الموعد بربع ساعة." for i in range(70))
+LONG_EN = " ".join(f"Item {i}: bring your insurance card and the list of your medicines." for i in range(60))
+
+
+def squeeze(text: str) -> str:
+    return "".join(text.split())
+
+
+async def long_reply(client, fake, text: str, *, sender: str = PATIENT, to: str = SMS_FROM, sid: str,
+                     buttons: list | None = None, fail_part: int | None = None) -> tuple[int, list]:
+    """Open a conversation, then queue and send one long reply; (its id, the requests Twilio got).
+    With `fail_part`, Twilio answers that part (1-based) with a 500."""
+    hub = client.app[HUB]
+    await post_signed(client, "/webhooks/twilio/messages", inbound("مرحبا", sid, sender=sender, to=to))
+    await settle(client)
+    if fail_part:
+        fake.fail_next(1, after=fail_part - 1)
+    before = len(fake.requests)
+    async with hub.sessions() as session:
+        conversation = await session.scalar(select(Conversation))
+        message = queue_reply(session, conversation, text, buttons=buttons)
+        await session.commit()
+    await hub.outbox.deliver([message.id])
+    return message.id, fake.requests[before:]
+
+
+async def test_the_fake_refuses_a_body_over_1600_characters_as_twilio_does(client, fake):
+    from twilio.base.exceptions import TwilioRestException
+
+    messages_api = client.app[HUB].adapters["sms"].client().api.account.messages
+    with pytest.raises(TwilioRestException) as refused:
+        await messages_api.create_async(to=PATIENT, from_=SMS_FROM, body="a" * 1601)
+    assert (refused.value.status, refused.value.code) == (400, 21617)
+    with pytest.raises(TwilioRestException):  # an emoji counts twice
+        await messages_api.create_async(to=PATIENT, from_=SMS_FROM, body="😀" * 801)
+    assert (await messages_api.create_async(to=PATIENT, from_=SMS_FROM, body="ع" * 1600)).sid
+
+
+async def test_a_long_arabic_sms_goes_out_in_parts_in_order_with_the_options_last(client, fake):
+    buttons = [{"title": "نعم", "payload": "/affirm"}, {"title": "لا", "payload": "/deny"}]
+    message_id, sent = await long_reply(client, fake, LONG_AR, sid="SM" + "6" * 32, buttons=buttons)
+    bodies = [r.get("Body") for r in sent]
+    assert [r.answered for r in sent] == [201] * 4  # 5,200 characters: one message would be refused
+    # Arabic is UCS-2: each part fills at most 23 segments of 67 characters, and ends a sentence.
+    assert all(len(b) <= 23 * 67 for b in bodies) and all(b.endswith("ربع ساعة.") for b in bodies[:-1])
+    assert squeeze("".join(bodies)) == squeeze(LONG_AR + "1. نعم 2. لا")
+    assert bodies[-1].endswith("1. نعم\n2. لا")
+    assert [r.get("StatusCallback") for r in sent] == [None] * 3 + [PUBLIC + "/webhooks/twilio/status"]
+    [row] = await messages(client, Message.id == message_id)
+    assert (row.status, row.provider_message_id, row.text) == ("sent", sent[-1].sid, LONG_AR)
+    await post_signed(client, "/webhooks/twilio/status",
+                      {"MessageSid": sent[-1].sid, "MessageStatus": "delivered", "AccountSid": SID})
+    [row] = await messages(client, Message.id == message_id)
+    assert row.status == "delivered"
+
+
+async def test_a_long_whatsapp_message_uses_the_whole_1600_characters(client, fake):
+    message_id, sent = await long_reply(client, fake, LONG_EN, sender="whatsapp:" + PATIENT, to=WA_FROM,
+                                        sid="SM" + "8" * 32)
+    bodies = [r.get("Body") for r in sent]
+    assert [r.answered for r in sent] == [201] * 3 and all(r.get("To") == "whatsapp:" + PATIENT for r in sent)
+    assert all(1500 < len(b) <= 1600 for b in bodies[:-1]) and " ".join(bodies) == LONG_EN
+    [row] = await messages(client, Message.id == message_id)
+    assert row.status == "sent"
+
+
+async def test_a_part_that_fails_is_retried_without_sending_the_earlier_parts_again(client, fake):
+    message_id, sent = await long_reply(client, fake, LONG_AR, sid="SM" + "0" * 32, fail_part=2)
+    assert [r.answered for r in sent] == [201, 500]
+    [row] = await messages(client, Message.id == message_id)
+    assert row.status == "queued" and row.error == "20500: part 2 of 4: Internal Server Error"
+    await client.app[HUB].outbox.deliver([message_id])  # the retry, when it falls due
+    [row] = await settle(client, Message.id == message_id)
+    tried = fake.requests[-5:]
+    assert tried[:2] == sent and [r.answered for r in tried] == [500 if r is sent[1] else 201 for r in tried]
+    bodies = [r.get("Body") for r in tried]
+    assert bodies[1] == bodies[2] and len(set(bodies)) == 4  # part 2 again, part 1 not
+    assert squeeze("".join(bodies[:1] + bodies[2:])) == squeeze(LONG_AR)
+    assert row.status == "sent" and row.attempts == 1 and row.provider_message_id == tried[-1].sid

@@ -32,6 +32,8 @@ class FakeTelegram(LocalHttpServer):
     token: str
     requests: list[dict] = field(default_factory=list)
     failures: dict[str, list[Failure]] = field(default_factory=dict)
+    # Private chats whose user blocked the bot: sendMessage there gets 403, as from Telegram.
+    blocked: set[int] = field(default_factory=set)
     port: int = 0
 
     def __post_init__(self):
@@ -46,6 +48,16 @@ class FakeTelegram(LocalHttpServer):
              times: int = 1) -> None:
         """The next `times` calls of `method` get this Bot API error (status 0: the connection drops)."""
         self.failures.setdefault(method, []).append(Failure(status, description, times))
+
+    def block(self, chat_id: int, update_id: int, date: int | None = None) -> dict:
+        """The user blocks the bot; returns the my_chat_member update Telegram posts about it."""
+        self.blocked.add(chat_id)
+        return member_update(update_id, chat_id, "member", "kicked", date)
+
+    def unblock(self, chat_id: int, update_id: int, date: int | None = None) -> dict:
+        """The user unblocks (restarts) the bot; returns Telegram's my_chat_member update."""
+        self.blocked.discard(chat_id)
+        return member_update(update_id, chat_id, "kicked", "member", date)
 
     def sent(self, method: str = "sendMessage", chat_id: int | None = None) -> list[dict]:
         """The parameters of every `method` call (to one chat), oldest first."""
@@ -87,6 +99,8 @@ class FakeTelegram(LocalHttpServer):
                 return _error(400, "Bad Request: message text is empty")
             if not isinstance(params.get("chat_id"), int):
                 return _error(400, "Bad Request: chat not found")
+            if params["chat_id"] in self.blocked:
+                return _error(*BLOCKED)
             message = {"message_id": next(self._ids), "from": BOT_USER, "date": int(time.time()),
                        "chat": {"id": params["chat_id"], "type": "private"}, "text": params["text"]}
             if "reply_markup" in params:
@@ -94,6 +108,17 @@ class FakeTelegram(LocalHttpServer):
             self.requests[-1]["result"] = message
             return _ok(message)
         return _error(404, "Not Found")
+
+
+def member_update(update_id: int, chat_id: int, old: str, new: str, date: int | None = None) -> dict:
+    """A my_chat_member update: the bot's status in a private chat changed from `old` to `new`."""
+    def member(status: str) -> dict:
+        return {"user": BOT_USER, "status": status, **({"until_date": 0} if status == "kicked" else {})}
+
+    return {"update_id": update_id, "my_chat_member": {
+        "chat": {"id": chat_id, "type": "private", "first_name": "Sarah"},
+        "from": {"id": chat_id, "is_bot": False, "first_name": "Sarah"},
+        "date": date or int(time.time()), "old_chat_member": member(old), "new_chat_member": member(new)}}
 
 
 async def _params(request: web.Request) -> dict:

@@ -21,6 +21,8 @@ from twilio.request_validator import RequestValidator
 from tests.fakes.tcp_proxy import _free_port
 
 # Twilio's status and message for the errors the tests provoke.
+BODY_LIMIT = 1600  # characters of Body; one outside the BMP (an emoji) counts as two
+PASS = "pass"  # in the failure queue: answer this request normally
 ERRORS = {
     20003: (401, "Authenticate"),
     20404: (404, "The requested resource was not found"),
@@ -31,6 +33,7 @@ ERRORS = {
     21603: (400, "The 'From' phone number is required."),
     21604: (400, "A 'To' phone number is required."),
     21610: (400, "Attempt to send to unsubscribed recipient"),
+    21617: (400, "The concatenated message body exceeds the 1600 character limit."),
     63016: (400, "Failed to send freeform message because you are outside the allowed window."),
 }
 
@@ -65,7 +68,8 @@ class FakeTwilio:
     callback_target: str | None = None
 
     def __post_init__(self):
-        self._failures: list[int | None] = []  # None: a bare 500; otherwise a Twilio error code
+        # None: a bare 500; PASS: no failure; otherwise a Twilio error code
+        self._failures: list[int | str | None] = []
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._runner: web.AppRunner | None = None
@@ -83,9 +87,10 @@ class FakeTwilio:
     def sent_to(self, to: str) -> list[Recorded]:
         return [m for m in self.messages if m.get("To") == to]
 
-    def fail_next(self, count: int = 1, code: int | None = None) -> None:
-        """Answer the next `count` message requests with a 500, or with Twilio error `code`."""
-        self._failures.extend([code] * count)
+    def fail_next(self, count: int = 1, code: int | None = None, *, after: int = 0) -> None:
+        """Answer the next `count` message requests (after `after` accepted ones) with a 500, or
+        with Twilio error `code`."""
+        self._failures.extend([PASS] * after + [code] * count)
 
     def start(self) -> "FakeTwilio":
         self._thread.start()
@@ -142,8 +147,8 @@ class FakeTwilio:
             return 401, error_body(20003)
         if request.match_info["account"] != self.account_sid:
             return 404, error_body(20404)
-        if self._failures:
-            code = self._failures.pop(0)
+        code = self._failures.pop(0) if self._failures else PASS
+        if code != PASS:
             if code is None:
                 return 500, error_body(20500)
             return ERRORS[code][0], error_body(code)
@@ -154,6 +159,8 @@ class FakeTwilio:
             return 400, error_body(21603)
         if not (recorded.get("Body") or recorded.get("ContentSid") or recorded.get("MediaUrl")):
             return 400, error_body(21602)
+        if len((recorded.get("Body") or "").encode("utf-16-le")) // 2 > BODY_LIMIT:
+            return 400, error_body(21617)
         if to.removeprefix("whatsapp:") in self.unsubscribed:
             return 400, error_body(21610)
         return 201, self._resource(recorded)

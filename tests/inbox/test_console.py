@@ -219,3 +219,8 @@ async def test_supervisors_transfer_to_a_team_and_the_inbox_filters_by_team(clie
     assert f'data-id="{client.conversation_id}"' in listed
     other = await (await client.get("/console?view=all&department=dental")).text()
     assert f'data-id="{client.conversation_id}"' not in other
+
+
+async def test_a_marketer_lands_on_campaigns_and_an_agent_on_the_inbox(client):
+    assert (await sign_in(client, "mariam")).headers["Location"] == "/console/campaigns"
+    assert (await sign_in(client, "amal")).headers["Location"] == "/console"

@@ -1,0 +1,56 @@
+"""The outbox's claim on queued messages and the record of their sending: Core statements, in a
+group commit (`crm_store.group_commit`) with the other writes of the moment.
+
+The rows are those the ORM code wrote: a claim moves `queued` to `sending` (only one worker gets
+a message); a send the provider accepted moves `sending` to its status, keeps the provider's id
+and owes the EHR the settled message (a Communication, as `crm_store.changes` would queue)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import Connection, bindparam, insert, select, update
+
+from crm_store.models import ChannelIdentity, Conversation, EhrOutbox, Message
+
+_CLAIM = (update(Message).where(Message.id.in_(bindparam("ids", expanding=True)), Message.status == "queued")
+          .values(status="sending").returning(Message.id))
+_CLAIMED = (select(Message.id, Message.channel, Message.text, Message.buttons, Message.language, Message.template,
+                   Message.purpose, Message.conversation_id, Conversation.patient_id, ChannelIdentity.address)
+            .join(Conversation, Conversation.id == Message.conversation_id)
+            .join(ChannelIdentity, ChannelIdentity.id == Conversation.identity_id)
+            .where(Message.id.in_(bindparam("ids", expanding=True))).order_by(Message.id))
+# Conditional: a provider's status callback may already have moved the message on.
+_SENT = (update(Message).where(Message.id == bindparam("b_id"), Message.status == "sending")
+         .values(status=bindparam("b_status"), error=None, provider_message_id=bindparam("b_provider_id")))
+_SENT_KEEPING_ID = (update(Message).where(Message.id == bindparam("b_id"), Message.status == "sending")
+                    .values(status=bindparam("b_status"), error=None))
+
+
+@dataclass(frozen=True)
+class Sent:
+    message_ids: list[int]  # one provider message; the first row carries the provider's id
+    status: str
+    provider_message_id: str | None
+
+
+def claim(conn: Connection, batches: list[list[int]]) -> list[list]:
+    """For each batch of message ids, the rows this worker claimed (with the recipient's address
+    and the patient), in id order; empty when another worker has them or they are out."""
+    claimed = []
+    for ids in batches:
+        taken = conn.execute(_CLAIM, {"ids": ids}).scalars().all()
+        claimed.append(conn.execute(_CLAIMED, {"ids": taken}).all() if taken else [])
+    return claimed
+
+
+def sent(conn: Connection, sends: list[Sent]) -> list[None]:
+    for send in sends:
+        first, *rest = send.message_ids
+        if send.provider_message_id:
+            conn.execute(_SENT, {"b_id": first, "b_status": send.status, "b_provider_id": send.provider_message_id})
+        else:
+            conn.execute(_SENT_KEEPING_ID, {"b_id": first, "b_status": send.status})
+        if rest:
+            conn.execute(_SENT_KEEPING_ID, [{"b_id": i, "b_status": send.status} for i in rest])
+    conn.execute(insert(EhrOutbox), [{"kind": "Communication", "crm_id": i} for s in sends for i in s.message_ids])
+    return [None] * len(sends)
