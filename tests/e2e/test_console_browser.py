@@ -56,6 +56,15 @@ async def test_agent_takes_over_and_hands_back(stack, browser, lang):
         assert silent == []  # a person owns the conversation: the bot stays quiet
         await page.click("button.resolve")
         await expect(page.locator(".assignee")).to_have_text("—")
+        # Resolving a conversation staff handled asks the patient how it went (surveys/).
+        frame = await chat.ws.receive_json(timeout=15)
+        while frame.get("direction") != "out":
+            frame = await chat.ws.receive_json(timeout=15)
+        assert ("How satisfied" if lang == "en" else "ما مدى رضاك") in frame["text"]
+        resolved = await chat.say("5")
+        assert ("resolved" if lang == "en" else "هل تم حل") in ChatClient.text(resolved)
+        thanks = await chat.say("yes" if lang == "en" else "نعم")
+        assert ("Thank you" if lang == "en" else "شكرًا") in ChatClient.text(thanks)
         back = await chat.say("what are your opening hours?" if lang == "en" else "متى تفتحون؟")
         assert back and ("9:00 pm" in back[0]["text"] or "٩ مساءً" in back[0]["text"])
     await context.close()
