@@ -59,7 +59,7 @@ async def test_a_detractor_reaches_the_inbox_and_slack(client, slack):
         await asyncio.sleep(0.05)
     [notice] = slack.posted()
     text = notice["params"]["text"]
-    assert "Layla" in text and "detractor" in text and f"/console/conversations/{response.conversation_id}" in text
+    assert "Layla" in text and "unhappy after a visit" in text and f"/console/conversations/{response.conversation_id}" in text
     assert COMPLAINT not in text and "rude" not in text  # Slack is outside the record system
 
     await add_staff(hub, "salma", StaffRole.supervisor)
