@@ -27,6 +27,7 @@ from channels.base import InboundMessage
 from crm_store import answers
 from crm_store import inbound as plain_store
 from crm_store.group_commit import close_writer, writer
+from crm_store.conversations import open_conversation
 from crm_store.models import (
     ChannelIdentity,
     Consent,
@@ -127,19 +128,7 @@ class Router:
                                 status=ConsentStatus.granted, source=f"inbound:{channel}"))
             session.add(JourneyEvent(patient_id=patient.id, kind="identity_created", reference=channel))
             await session.flush()
-        conversation = await session.scalar(
-            select(Conversation).where(Conversation.identity_id == identity.id,
-                                       Conversation.status != ConversationStatus.closed)
-            .order_by(Conversation.id.desc()).limit(1)
-        )
-        if conversation is None:
-            patient = await session.get(Patient, identity.patient_id)
-            conversation = Conversation(patient_id=identity.patient_id, identity_id=identity.id, channel=channel,
-                                        language=language or patient.preferred_language)
-            session.add(conversation)
-            await session.flush()
-            session.add(JourneyEvent(patient_id=identity.patient_id, kind="conversation_started",
-                                     reference=str(conversation.id), data={"channel": channel}))
+        conversation = await open_conversation(session, identity, language)
         return identity, conversation
 
     @staticmethod

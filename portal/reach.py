@@ -8,12 +8,12 @@ from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot import consent
+from crm_store.conversations import open_conversation
 from crm_store.models import (
     ChannelIdentity,
     ConsentPurpose,
     ConsentStatus,
     Conversation,
-    ConversationStatus,
     JourneyEvent,
     Patient,
     utcnow,
@@ -37,20 +37,6 @@ async def reachable_at(session: AsyncSession, phone: str) -> list[Patient]:
 
 async def _revoked(session: AsyncSession, patient_id: int, channel: str) -> bool:
     return await consent.current(session, patient_id, channel, ConsentPurpose.transactional) == ConsentStatus.revoked
-
-
-async def open_conversation(session: AsyncSession, identity: ChannelIdentity, language: str) -> Conversation:
-    """The identity's open conversation (the newest, as the router picks it), or a new one."""
-    conversation = await session.scalar(
-        select(Conversation).where(Conversation.identity_id == identity.id,
-                                   Conversation.status != ConversationStatus.closed)
-        .order_by(Conversation.id.desc()).limit(1))
-    if conversation is None:
-        conversation = Conversation(patient_id=identity.patient_id, identity_id=identity.id,
-                                    channel=identity.channel, language=language)
-        session.add(conversation)
-        await session.flush()
-    return conversation
 
 
 async def _window_open(session: AsyncSession, identity: ChannelIdentity) -> bool:

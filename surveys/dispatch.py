@@ -25,6 +25,7 @@ from bot import consent
 from bot.outbox import queue_reply
 from campaigns import quiet
 from crm_store.content import load_hospital
+from crm_store.conversations import open_conversation
 from crm_store.models import (
     Appointment,
     AppointmentStatus,
@@ -32,7 +33,6 @@ from crm_store.models import (
     ConsentPurpose,
     ConsentStatus,
     Conversation,
-    ConversationStatus,
     JourneyEvent,
     Patient,
     Practitioner,
@@ -66,21 +66,6 @@ def _names(row) -> dict:
     return {"en": row.name_en, "ar": row.name_ar}
 
 
-async def _open_conversation(session: AsyncSession, identity: ChannelIdentity, language: str) -> Conversation:
-    conversation = await session.scalar(
-        select(Conversation).where(Conversation.identity_id == identity.id,
-                                   Conversation.status != ConversationStatus.closed)
-        .order_by(Conversation.id.desc()).limit(1))
-    if conversation is None:
-        conversation = Conversation(patient_id=identity.patient_id, identity_id=identity.id,
-                                    channel=identity.channel, language=language)
-        session.add(conversation)
-        await session.flush()
-        session.add(JourneyEvent(patient_id=identity.patient_id, kind="conversation_started",
-                                 reference=str(conversation.id), data={"channel": identity.channel}))
-    return conversation
-
-
 async def _reach(session: AsyncSession, patient: Patient, definition: Definition, *, channel: str | None,
                  channels, conversation_id: int | None, now: datetime) -> tuple[Conversation, bool] | str:
     """(conversation, needs the WhatsApp template) to send on, or why there is none."""
@@ -101,7 +86,7 @@ async def _reach(session: AsyncSession, patient: Patient, definition: Definition
             why = "opted_out"
             continue
         conversation = (await session.get(Conversation, conversation_id) if conversation_id is not None
-                        else await _open_conversation(session, identity, patient.preferred_language))
+                        else await open_conversation(session, identity, patient.preferred_language))
         template = identity.channel == "whatsapp" and not (
             conversation.last_inbound_at and conversation.last_inbound_at > now - WHATSAPP_WINDOW)
         if template and definition.whatsapp is None:
