@@ -450,6 +450,22 @@ async def by_crm_id(session: AsyncSession, resource_type: str, crm_id: int) -> F
         FhirResource.deleted.is_(False)))
 
 
+async def by_crm_ids(session: AsyncSession,
+                     keys: Iterable[tuple[str, int]]) -> dict[tuple[str, int], FhirResource]:
+    """`by_crm_id` for many (resourceType, crm_id) pairs, with one query per type."""
+    wanted: dict[str, list[int]] = {}
+    for resource_type, crm_id in keys:
+        wanted.setdefault(resource_type, []).append(crm_id)
+    found: dict[tuple[str, int], FhirResource] = {}
+    for resource_type, crm_ids in wanted.items():
+        for start in range(0, len(crm_ids), 500):
+            rows = await session.scalars(select(FhirResource).where(
+                FhirResource.resource_type == resource_type, FhirResource.crm_id.in_(crm_ids[start:start + 500]),
+                FhirResource.deleted.is_(False)))
+            found.update(((row.resource_type, row.crm_id), row) for row in rows)
+    return found
+
+
 async def find_by_identifier(session: AsyncSession, resource_type: str, system: str | None,
                              value: str) -> list[FhirResource]:
     """Resources of a type carrying the identifier (`system` None: any system)."""

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import selectinload
 
@@ -56,6 +57,32 @@ def _json(model) -> dict:
     return model.model_dump(mode="json")
 
 
+_APPOINTMENT_LOADS = (selectinload(Appointment.slot), selectinload(Appointment.patient),
+                      selectinload(Appointment.practitioner).selectinload(Practitioner.department))
+_CONVERSATION_LOADS = (selectinload(Conversation.patient),)
+_SLOT_LOADS = (selectinload(Slot.practitioner),)
+
+
+async def _preload(session: AsyncSession, keys: list[tuple[str, int]]) -> list:
+    """Load a batch's rows with a few IN queries; `_build` then finds them in the session (whose
+    identity map holds them only while someone does: keep the returned list)."""
+    wanted: dict[str, list[int]] = {}
+    for kind, crm_id in keys:
+        wanted.setdefault(kind, []).append(crm_id)
+    loaded: list = []
+    for start in range(0, len(wanted.get("Communication", [])), 500):
+        messages = (await session.scalars(select(Message).where(
+            Message.id.in_(wanted["Communication"][start:start + 500])))).all()
+        loaded += messages
+        loaded += (await session.scalars(select(Conversation).where(
+            Conversation.id.in_({m.conversation_id for m in messages})).options(*_CONVERSATION_LOADS))).all()
+    for model, kind, loads in ((Appointment, "Appointment", _APPOINTMENT_LOADS), (Slot, "Slot", _SLOT_LOADS)):
+        for start in range(0, len(wanted.get(kind, [])), 500):
+            loaded += (await session.scalars(select(model).where(
+                model.id.in_(wanted[kind][start:start + 500])).options(*loads))).all()
+    return loaded
+
+
 @dataclass
 class SyncStatus:
     pending: int
@@ -76,20 +103,27 @@ async def status(session: AsyncSession) -> SyncStatus:
 
 class _LocalRefs:
     """References into Sila's own FHIR API. The directory (practitioners, slots, the hospital) is
-    served straight from the CRM tables (ehr/directory.py); a patient is written to the store."""
+    served straight from the CRM tables (ehr/directory.py); a patient is written to the store.
+
+    The writes wait in `writes` until the batch is built: a SQLite write takes the one write lock,
+    and building a batch must not hold it while the webhooks wait to store their messages."""
 
     def __init__(self, session: AsyncSession, hospital: dict):
         self.session = session
         self.hospital = hospital
+        self.writes: list[tuple[dict, int]] = []
+        self._patients: dict[int, str] = {}  # one write per patient per batch
 
     async def patient(self, patient: Patient) -> str:
-        row = await store.by_crm_id(self.session, "Patient", patient.id)
-        if row is not None and row.resource_id != str(patient.id):
-            # Imported from the EHR: its record is the richer one; Sila does not overwrite it.
-            return f"Patient/{row.resource_id}"
-        await store.put(self.session, _json(patient_map.to_fhir(patient, resource_id=str(patient.id))),
-                        crm_id=patient.id)
-        return f"Patient/{patient.id}"
+        if patient.id not in self._patients:
+            row = await store.by_crm_id(self.session, "Patient", patient.id)
+            if row is not None and row.resource_id != str(patient.id):
+                # Imported from the EHR: its record is the richer one; Sila does not overwrite it.
+                self._patients[patient.id] = f"Patient/{row.resource_id}"
+            else:
+                self.writes.append((_json(patient_map.to_fhir(patient, resource_id=str(patient.id))), patient.id))
+                self._patients[patient.id] = f"Patient/{patient.id}"
+        return self._patients[patient.id]
 
     async def practitioner(self, practitioner: Practitioner) -> str:
         return f"Practitioner/{practitioner.code}"
@@ -110,7 +144,8 @@ class _EhrRefs:
         self.client = client
 
     async def _linked(self, kind: str, crm_id: int) -> EhrLink | None:
-        return await self.session.scalar(select(EhrLink).where(EhrLink.resource_type == kind, EhrLink.crm_id == crm_id))
+        return await self.session.scalar(select(EhrLink).where(EhrLink.resource_type == kind, EhrLink.crm_id == crm_id)
+                                         .execution_options(populate_existing=True))  # `_link` writes past the ORM
 
     async def _find_or_create(self, kind: str, crm_id: int, lookups: list[tuple[str, str]], build) -> str:
         if link := await self._linked(kind, crm_id):
@@ -127,11 +162,11 @@ class _EhrRefs:
         return f"{kind}/{written.id}"
 
     async def _link(self, kind: str, crm_id: int, ehr_id: str, version: str | None) -> None:
-        link = await self._linked(kind, crm_id)
-        if link is None:
-            self.session.add(EhrLink(resource_type=kind, crm_id=crm_id, ehr_id=ehr_id, ehr_version=version))
-        else:
-            link.ehr_id, link.ehr_version = ehr_id, version
+        # An upsert: another worker writing a message of the same patient may link them first.
+        dialect = postgresql if self.session.bind.dialect.name == "postgresql" else sqlite
+        values = dict(ehr_id=ehr_id, ehr_version=version, updated_at=utcnow())
+        await self.session.execute(dialect.insert(EhrLink).values(resource_type=kind, crm_id=crm_id, **values)
+                                   .on_conflict_do_update(index_elements=["resource_type", "crm_id"], set_=values))
         await self.session.commit()
 
     async def patient(self, patient: Patient) -> str:
@@ -156,6 +191,9 @@ class _EhrRefs:
 
 
 class EhrSync:
+    """Works through `ehr_outbox` in batches: each pass claims up to `limit` due rows at once,
+    writes them into Sila's own store in one transaction, then to the EHR one by one."""
+
     def __init__(self, sessions: async_sessionmaker, client: FhirClient | None, hospital: dict):
         self.sessions = sessions
         self.client = client
@@ -164,10 +202,7 @@ class EhrSync:
 
     async def _build(self, session: AsyncSession, kind: str, crm_id: int, refs) -> dict | None:
         if kind == "Appointment":
-            appointment = await session.scalar(
-                select(Appointment).where(Appointment.id == crm_id).options(
-                    selectinload(Appointment.slot), selectinload(Appointment.patient),
-                    selectinload(Appointment.practitioner).selectinload(Practitioner.department)))
+            appointment = await session.get(Appointment, crm_id, options=_APPOINTMENT_LOADS)
             if appointment is None:
                 return None
             practitioner_ref = await refs.practitioner(appointment.practitioner)
@@ -178,15 +213,14 @@ class EhrSync:
             message = await session.get(Message, crm_id)
             if message is None:
                 return None
-            conversation = await session.scalar(select(Conversation).where(
-                Conversation.id == message.conversation_id).options(selectinload(Conversation.patient)))
+            conversation = await session.get(Conversation, message.conversation_id, options=_CONVERSATION_LOADS)
             return _json(communication_map.to_fhir(
                 message, conversation, patient_ref=await refs.patient(conversation.patient),
                 organization_ref=refs.organization(), hospital_code=self.hospital.get("code")))
         if kind == "Consent":
             return await self._consent(session, crm_id, refs)
         if kind == "Slot":
-            slot = await session.scalar(select(Slot).where(Slot.id == crm_id).options(selectinload(Slot.practitioner)))
+            slot = await session.get(Slot, crm_id, options=_SLOT_LOADS)
             return directory.slot_resource(slot) if slot else None
         if kind in survey_fhir.KINDS:  # Questionnaire, QuestionnaireResponse (surveys/fhir.py)
             return await survey_fhir.build(session, kind, crm_id, refs.patient, self.hospital)
@@ -197,75 +231,115 @@ class EhrSync:
         if consent is None:
             return None
         patient_ref = await refs.patient(await session.get(Patient, consent.patient_id))
-        # The decision it replaces (same channel and purpose) is no longer in force.
-        earlier = await session.scalar(select(Consent).where(
-            Consent.patient_id == consent.patient_id, Consent.channel == consent.channel,
-            Consent.purpose == consent.purpose, Consent.id < consent.id).order_by(Consent.id.desc()).limit(1))
+        same_decision = (Consent.patient_id == consent.patient_id, Consent.channel == consent.channel,
+                         Consent.purpose == consent.purpose)
+        # The decision it replaces (same channel and purpose) is no longer in force; nor is this
+        # one if a later decision (perhaps in the same batch) replaced it already.
+        earlier = await session.scalar(select(Consent).where(*same_decision, Consent.id < consent.id)
+                                       .order_by(Consent.id.desc()).limit(1))
         if earlier is not None and (row := await store.by_crm_id(session, "Consent", earlier.id)):
-            await store.put(session, _json(consent_map.to_fhir(
-                earlier, patient_ref=patient_ref, in_force=False, resource_id=row.resource_id)), crm_id=earlier.id)
-        return _json(consent_map.to_fhir(consent, patient_ref=patient_ref, organization_ref=refs.organization()))
+            refs.writes.append((_json(consent_map.to_fhir(
+                earlier, patient_ref=patient_ref, organization_ref=refs.organization(), in_force=False,
+                resource_id=row.resource_id)), earlier.id))
+        superseded = await session.scalar(select(Consent.id).where(*same_decision, Consent.id > consent.id).limit(1))
+        return _json(consent_map.to_fhir(consent, patient_ref=patient_ref, organization_ref=refs.organization(),
+                                         in_force=superseded is None))
 
-    async def _claim(self, item_id: int) -> bool:
+    async def _claim(self, limit: int) -> dict[tuple[str, int], list[int]]:
+        """Lease up to `limit` due rows in one statement (another worker skips them until the lease
+        ends); several rows for one CRM row are one write of that row as it is now."""
         async with self.sessions() as session:
             now = utcnow()
-            claimed = await session.execute(
-                update(EhrOutbox).where(EhrOutbox.id == item_id, EhrOutbox.status == "pending",
+            due = (select(EhrOutbox.id).where(EhrOutbox.status == "pending", EhrOutbox.next_attempt_at <= now)
+                   .order_by(EhrOutbox.id).limit(limit)
+                   .with_for_update(skip_locked=True)  # PostgreSQL: rows another worker is claiming
+                   .scalar_subquery())
+            rows = (await session.execute(
+                update(EhrOutbox).where(EhrOutbox.id.in_(due), EhrOutbox.status == "pending",
                                         EhrOutbox.next_attempt_at <= now)
-                .values(next_attempt_at=now + LEASE))
+                .values(next_attempt_at=now + LEASE)
+                .returning(EhrOutbox.id, EhrOutbox.kind, EhrOutbox.crm_id)
+                .execution_options(synchronize_session=False))).all()
             await session.commit()
-            return claimed.rowcount == 1
+        claimed: dict[tuple[str, int], list[int]] = {}
+        for item_id, kind, crm_id in sorted(rows):
+            claimed.setdefault((kind, crm_id), []).append(item_id)
+        return claimed
 
-    async def process(self, item_id: int) -> bool:
-        """Write one queued change; True when it is done (or superseded)."""
-        if not await self._claim(item_id):
-            return False
+    async def run_once(self, limit: int = 100) -> int:
+        """One pass over the due writes; returns how many CRM rows were written."""
+        claimed = await self._claim(limit)
+        if not claimed:
+            return 0
         async with self.sessions() as session:
-            item = await session.get(EhrOutbox, item_id)
-            kind, crm_id = item.kind, item.crm_id
-            # Everything queued for this row so far is covered by writing the row as it is now.
-            covered = await session.scalar(select(func.max(EhrOutbox.id)).where(
-                EhrOutbox.kind == kind, EhrOutbox.crm_id == crm_id, EhrOutbox.status == "pending"))
-        try:
-            async with self.sessions() as session:
-                await self._write_local(session, kind, crm_id)
-                await session.commit()
-            if self.client is not None and kind not in LOCAL_ONLY:
+            failed = await self._write_local(session, list(claimed))
+            await session.commit()
+        if self.client is not None:
+            failed |= await self._write_ehr_all([key for key in claimed
+                                                 if key not in failed and key[0] not in LOCAL_ONLY])
+        done = [item_id for key, ids in claimed.items() if key not in failed for item_id in ids]
+        async with self.sessions() as session:
+            for start in range(0, len(done), 500):
+                await session.execute(update(EhrOutbox).where(EhrOutbox.id.in_(done[start:start + 500]))
+                                      .values(status="done", last_error=None)
+                                      .execution_options(synchronize_session=False))
+            for key, exc in failed.items():
+                await self._failed(session, key, claimed[key], exc)
+            await session.commit()
+        return len(claimed) - len(failed)
+
+    async def _write_local(self, session: AsyncSession, keys: list[tuple[str, int]]) -> dict:
+        """Write every claimed row into Sila's own store (the caller commits once); returns the
+        rows whose mapping failed, with why."""
+        loaded = await _preload(session, keys)  # noqa: F841 (held for the identity map)
+        refs = _LocalRefs(session, self.hospital)
+        stored = await store.by_crm_ids(session, keys)
+        resources: list[tuple[dict, int]] = []
+        failed: dict[tuple[str, int], Exception] = {}
+        for key in keys:
+            kind, crm_id = key
+            try:
+                resource = await self._build(session, kind, crm_id, refs)
+            except ValueError as exc:  # a row the mapping cannot express (pydantic's ValidationError too)
+                failed[key] = exc
+                continue
+            if resource is not None:
+                row = stored.get(key)
+                resource["id"] = row.resource_id if row else str(crm_id)
+                resources.append((resource, crm_id))
+        # Built through fhir.resources models, so validated as they were made.
+        await store.put_many(session, refs.writes + resources, validated=True)
+        return failed
+
+    async def _write_ehr_all(self, keys: list[tuple[str, int]]) -> dict:
+        failed: dict[tuple[str, int], Exception] = {}
+        for index, key in enumerate(keys):
+            try:
                 # No transaction is held open across the EHR's network calls (SQLite has one
                 # writer): what is learnt from the EHR is committed as it arrives.
                 async with self.sessions() as session:
-                    await self._write_ehr(session, kind, crm_id)
-        except (FhirError, EhrUnavailable, store.InvalidResource) as exc:
-            await self._failed(item_id, exc)
-            return False
-        async with self.sessions() as session:
-            await session.execute(
-                update(EhrOutbox).where(EhrOutbox.kind == kind, EhrOutbox.crm_id == crm_id,
-                                        EhrOutbox.status == "pending", EhrOutbox.id <= max(covered or 0, item_id))
-                .values(status="done", last_error=None))
-            await session.commit()
-        return True
+                    await self._write_ehr(session, *key)
+            except EhrUnavailable as exc:
+                # Down or overloaded: the rest of this pass would only wait on it too.
+                failed.update({rest: exc for rest in keys[index:]})
+                break
+            except (FhirError, ValueError) as exc:
+                failed[key] = exc
+        return failed
 
-    async def _failed(self, item_id: int, exc: Exception) -> None:
-        permanent = isinstance(exc, store.InvalidResource) or (
+    async def _failed(self, session: AsyncSession, key: tuple[str, int], item_ids: list[int],
+                      exc: Exception) -> None:
+        permanent = isinstance(exc, ValueError) or (
             isinstance(exc, FhirError) and not isinstance(exc, Unauthorized) and exc.status in PERMANENT)
-        async with self.sessions() as session:
-            item = await session.get(EhrOutbox, item_id)
+        attempts = 0
+        for item in await session.scalars(select(EhrOutbox).where(EhrOutbox.id.in_(item_ids))):
             item.attempts += 1
             item.last_error = str(exc)[:2000]
             item.status = "failed" if permanent else "pending"
             item.next_attempt_at = utcnow() + timedelta(seconds=min(MAX_BACKOFF, 2.0 ** item.attempts))
-            await session.commit()
-        log.warning("EHR write of %s #%s %s (attempt %s): %s", item.kind, item.crm_id,
-                    "failed for good" if permanent else "will be retried", item.attempts, type(exc).__name__)
-
-    async def _write_local(self, session: AsyncSession, kind: str, crm_id: int) -> None:
-        resource = await self._build(session, kind, crm_id, _LocalRefs(session, self.hospital))
-        if resource is None:
-            return
-        existing = await store.by_crm_id(session, kind, crm_id)
-        resource["id"] = existing.resource_id if existing else str(crm_id)
-        await store.put(session, resource, crm_id=crm_id)
+            attempts = max(attempts, item.attempts)
+        log.warning("EHR write of %s #%s %s (attempt %s): %s", key[0], key[1],
+                    "failed for good" if permanent else "will be retried", attempts, type(exc).__name__)
 
     async def _write_ehr(self, session: AsyncSession, kind: str, crm_id: int) -> None:
         refs = _EhrRefs(session, self.client)
@@ -292,20 +366,17 @@ class EhrSync:
                 written = await self.client.update(resource, if_match=(current.get("meta") or {}).get("versionId"))
         await refs._link(kind, crm_id, written.id, written.version)
 
-    async def run_once(self, limit: int = 200) -> int:
-        async with self.sessions() as session:
-            due = (await session.scalars(select(EhrOutbox.id).where(
-                EhrOutbox.status == "pending", EhrOutbox.next_attempt_at <= utcnow())
-                .order_by(EhrOutbox.id).limit(limit))).all()
-        done = 0
-        for item_id in due:
-            done += await self.process(item_id)
-        return done
-
     async def run(self, interval: float = 1.0) -> None:
         while True:
             try:
-                await self.run_once()
+                loop = asyncio.get_running_loop()
+                started = loop.time()
+                while await self.run_once():  # there may be more behind this batch
+                    # Background work: with a backlog it takes at most half of the process, so
+                    # under a burst the patients' messages and replies go first, and the
+                    # backlog drains once the burst is over.
+                    await asyncio.sleep(loop.time() - started)
+                    started = loop.time()
             except Exception:  # a bug in one mapping must not stop the whole sync
                 log.exception("EHR sync pass failed")
             try:

@@ -3,6 +3,7 @@ cancelled is one Appointment in the EHR, versioned; messages become Communicatio
 down, failing or losing answers delays writes but never loses or duplicates them."""
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import timedelta
 
@@ -275,3 +276,59 @@ async def test_duplicates_in_the_ehr_stop_the_write_with_the_reason(hub, ehr, se
         state = await sync.status(session)
     assert state.failed == 1 and "Multiple resources match" in state.last_error
     assert _appointments(ehr, booked.reference) == []
+
+
+async def _conversation_with(sessions, texts: list[str]) -> None:
+    async with sessions() as session:
+        patient = await session.scalar(select(Patient).where(Patient.phone == "+15556058177"))
+        identity = ChannelIdentity(patient_id=patient.id, channel="sms", address=patient.phone)
+        session.add(identity)
+        await session.flush()
+        conversation = Conversation(patient_id=patient.id, identity_id=identity.id, channel="sms", language="en")
+        session.add(conversation)
+        await session.flush()
+        session.add_all([Message(conversation_id=conversation.id, channel="sms", direction="in", sender="patient",
+                                 text=text, status="received", provider_message_id=f"SM-batch-{n}")
+                         for n, text in enumerate(texts)])
+        await session.commit()
+
+
+async def test_two_workers_share_the_queue_and_write_each_message_once(hub, ehr, sessions):
+    texts = [f"message {n}" for n in range(30)]
+    await _conversation_with(sessions, texts)
+    other = EhrSync(sessions, hub.client, hub.hospital)
+    written = sum(await asyncio.gather(hub.run_once(limit=10), other.run_once(limit=10),
+                                       hub.run_once(limit=10), other.run_once(limit=10)))
+    assert written == 30
+    assert sorted(c["payload"][0]["contentString"] for c in ehr.resources("Communication")) == sorted(texts)
+    assert len(ehr.calls("POST", "Communication")) == 30
+    async with sessions() as session:
+        assert len((await store.search(session, "Communication", {"_count": ["100"]})).rows) == 30
+        assert (await sync.status(session)).pending == 0
+
+
+async def test_a_row_sila_cannot_map_fails_alone_and_the_rest_of_its_batch_is_written(hub, ehr, sessions):
+    async with sessions() as session:
+        changes.queue(session, "Nonsense", 1)  # e.g. a kind queued by a newer version of Sila
+        await session.commit()
+    await _conversation_with(sessions, ["Is the clinic open on Friday?"])
+    assert await hub.run_once() == 1
+    async with sessions() as session:
+        state = await sync.status(session)
+    assert (state.pending, state.failed) == (0, 1) and "Nonsense" in state.last_error
+    assert [c["payload"][0]["contentString"] for c in ehr.resources("Communication")] == \
+        ["Is the clinic open on Friday?"]
+
+
+async def test_an_ehr_that_is_down_is_tried_once_per_pass_not_once_per_change(hub, ehr, sessions):
+    await ehr.down()
+    await _conversation_with(sessions, ["one", "two", "three"])
+    assert await hub.run_once() == 0
+    async with sessions() as session:
+        items = (await session.scalars(select(EhrOutbox))).all()
+        mirrored = (await store.search(session, "Communication", {"_count": ["10"]})).rows
+    assert [(i.status, i.attempts) for i in items] == [("pending", 1)] * 3
+    assert len(mirrored) == 3  # Sila's own store has them already; the EHR gets them when back
+    await ehr.up()
+    await _drain(hub)
+    assert sorted(c["payload"][0]["contentString"] for c in ehr.resources("Communication")) == ["one", "three", "two"]
