@@ -150,7 +150,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--recipients", type=int, default=10000)
     parser.add_argument("--throttled", type=int, default=300)
-    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--timeout", type=float, default=900)
     parser.add_argument("--database-url", default="")
     asyncio.run(main(parser.parse_args()))

@@ -118,16 +118,12 @@ class Outbox:
         if not batch:
             return  # another worker has it, or it is already out
         message = batch[0]
-        if message.purpose == ConsentPurpose.marketing.value:
+        if message.purpose == ConsentPurpose.marketing.value and message.marketing_consent != ConsentStatus.granted:
             async with self.sessions() as session:
-                granted = await consent.current(session, message.patient_id, message.channel,
-                                                ConsentPurpose.marketing) == ConsentStatus.granted
-                if not granted:
-                    # Checked at send time: an opt-out between scheduling and sending still counts.
-                    for row in await self._rows(session, batch):
-                        row.status, row.error = "suppressed", "no marketing consent on this channel"
-                    await session.commit()
-                    return
+                for row in await self._rows(session, batch):
+                    row.status, row.error = "suppressed", "no marketing consent on this channel"
+                await session.commit()
+            return
         adapter = self.adapters[message.channel]
         outbound = [OutboundMessage(row.id, row.channel, row.address, row.text, row.buttons or [],
                                     row.language or "ar", row.conversation_id, row.template) for row in batch]

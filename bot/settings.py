@@ -83,7 +83,7 @@ class Settings(BaseSettings):
     campaign_misfire_grace: float = 6 * 3600  # a start missed by more than this is not sent late
     campaign_lease: float = 60.0  # a crashed worker's campaign is taken over after this
     campaign_poll: float = 5.0  # how often each worker looks at the shared schedule
-    campaign_concurrency: int = 8  # messages in flight at once per campaign
+    campaign_concurrency: int = 32  # messages in flight at once per campaign (each mostly waits on the provider)
     automation_interval: float = 60.0
 
     # Admins train the bot (nlu_admin/, issue 9). The training data and the models directory

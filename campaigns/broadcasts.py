@@ -218,7 +218,7 @@ class Broadcasts:
             await self._freeze_audience(campaign_id, segments.parse_filters(segment.filters or {}))
         batch_size = self.rt.batch_size(campaign.channels)
         queue: asyncio.Queue[int] = asyncio.Queue(maxsize=batch_size * 2)
-        workers = [asyncio.create_task(self._deliver_from(queue)) for _ in range(self.rt.concurrency)]
+        workers = [asyncio.create_task(self._deliver_from(queue)) for _ in range(self.rt.senders(campaign.channels))]
         try:
             # Messages queued before a crash or a pause are sent first (the outbox's retry loop may
             # race for them; its claim lets one of them send each).

@@ -59,13 +59,22 @@ class CampaignRuntime:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    def _rate(self, channels: list[str]) -> float | None:
+        """The fastest of the channels' rate limits; None when one of them has none."""
+        rates = [self.hub.adapters[c].rate_per_second for c in channels if c in self.hub.adapters]
+        return None if not rates or any(not r for r in rates) else max(rates)
+
     def batch_size(self, channels: list[str]) -> int:
         """About two seconds of sending at the channels' rate limit (smaller batches make a pause
         take effect sooner), and at most MAX_BATCH."""
-        rates = [self.hub.adapters[c].rate_per_second for c in channels if c in self.hub.adapters]
-        if not rates or any(not r for r in rates):
-            return MAX_BATCH
-        return max(10, min(MAX_BATCH, int(max(rates) * 2)))
+        rate = self._rate(channels)
+        return MAX_BATCH if rate is None else max(10, min(MAX_BATCH, int(rate * 2)))
+
+    def senders(self, channels: list[str]) -> int:
+        """Sends in flight at once: `concurrency`, or about a second's worth under a rate limit
+        (a claimed message waiting for its turn would still go out after a pause)."""
+        rate = self._rate(channels)
+        return self.concurrency if rate is None else max(1, min(self.concurrency, int(rate)))
 
     async def open(self) -> None:
         hospital = load_hospital(self.settings.hospital_file)["hospital"]

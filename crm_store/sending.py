@@ -10,12 +10,20 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection, bindparam, insert, select, update
 
-from crm_store.models import ChannelIdentity, Conversation, EhrOutbox, Message
+from crm_store.models import ChannelIdentity, Consent, ConsentPurpose, Conversation, EhrOutbox, Message
 
 _CLAIM = (update(Message).where(Message.id.in_(bindparam("ids", expanding=True)), Message.status == "queued")
           .values(status="sending").returning(Message.id))
+# The patient's latest marketing decision on the message's channel, read with the claim: consent
+# is checked at send time, so an opt-out between scheduling and sending still counts.
+_MARKETING_CONSENT = (select(Consent.status).where(Consent.patient_id == Conversation.patient_id,
+                                                   Consent.channel == Message.channel,
+                                                   Consent.purpose == ConsentPurpose.marketing)
+                      .order_by(Consent.recorded_at.desc(), Consent.id.desc()).limit(1)
+                      .correlate(Conversation, Message).scalar_subquery())
 _CLAIMED = (select(Message.id, Message.channel, Message.text, Message.buttons, Message.language, Message.template,
-                   Message.purpose, Message.conversation_id, Conversation.patient_id, ChannelIdentity.address)
+                   Message.purpose, Message.conversation_id, Conversation.patient_id, ChannelIdentity.address,
+                   _MARKETING_CONSENT.label("marketing_consent"))
             .join(Conversation, Conversation.id == Message.conversation_id)
             .join(ChannelIdentity, ChannelIdentity.id == Conversation.identity_id)
             .where(Message.id.in_(bindparam("ids", expanding=True))).order_by(Message.id))

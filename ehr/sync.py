@@ -25,6 +25,7 @@ from crm_store.models import (
     Conversation,
     EhrLink,
     EhrOutbox,
+    FhirResource,
     Message,
     Patient,
     Practitioner,
@@ -113,10 +114,17 @@ class _LocalRefs:
         self.hospital = hospital
         self.writes: list[tuple[dict, int]] = []
         self._patients: dict[int, str] = {}  # one write per patient per batch
+        self._stored: dict[int, FhirResource | None] = {}
+
+    async def prefetch(self, patient_ids: set[int]) -> None:
+        """The stored Patient resources of a batch's patients, in one query."""
+        found = await store.by_crm_ids(self.session, [("Patient", pid) for pid in patient_ids])
+        self._stored.update({pid: found.get(("Patient", pid)) for pid in patient_ids})
 
     async def patient(self, patient: Patient) -> str:
         if patient.id not in self._patients:
-            row = await store.by_crm_id(self.session, "Patient", patient.id)
+            row = (self._stored[patient.id] if patient.id in self._stored
+                   else await store.by_crm_id(self.session, "Patient", patient.id))
             if row is not None and row.resource_id != str(patient.id):
                 # Imported from the EHR: its record is the richer one; Sila does not overwrite it.
                 self._patients[patient.id] = f"Patient/{row.resource_id}"
@@ -291,13 +299,15 @@ class EhrSync:
     async def _write_local(self, session: AsyncSession, keys: list[tuple[str, int]]) -> dict:
         """Write every claimed row into Sila's own store (the caller commits once); returns the
         rows whose mapping failed, with why."""
-        loaded = await _preload(session, keys)  # noqa: F841 (held for the identity map)
+        loaded = await _preload(session, keys)  # held for the identity map
         refs = _LocalRefs(session, self.hospital)
+        await refs.prefetch({row.patient_id for row in loaded if isinstance(row, (Conversation, Appointment))})
         stored = await store.by_crm_ids(session, keys)
         resources: list[tuple[dict, int]] = []
         failed: dict[tuple[str, int], Exception] = {}
         for key in keys:
             kind, crm_id = key
+            await asyncio.sleep(0)  # rows found in the session never wait: let others run between them
             try:
                 resource = await self._build(session, kind, crm_id, refs)
             except ValueError as exc:  # a row the mapping cannot express (pydantic's ValidationError too)
