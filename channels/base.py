@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -82,6 +83,24 @@ class ChannelAdapter(ABC):
         if message.buttons and not self.renders_buttons:
             message = with_numbered_options(message)
         return await self.deliver(message)
+
+
+class AcceptedParts:
+    """The parts of long messages a provider accepted before a transient failure, by message id,
+    so that the retry sends only the rest (the oldest are forgotten past `limit`)."""
+
+    def __init__(self, limit: int = 1000):
+        self.limit = limit
+        self._parts: OrderedDict[int, list[str]] = OrderedDict()
+
+    def take(self, message_id: int) -> list[str]:
+        return self._parts.pop(message_id, [])
+
+    def keep(self, message_id: int, accepted: list[str]) -> None:
+        if accepted:
+            self._parts[message_id] = accepted
+            while len(self._parts) > self.limit:
+                self._parts.popitem(last=False)
 
 
 def with_numbered_options(message: OutboundMessage) -> OutboundMessage:

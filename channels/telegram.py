@@ -38,7 +38,8 @@ from bot import consent
 from bot.outbox import queue_reply
 from bot.router import Received
 from bot.texts import text as say
-from channels.base import ChannelAdapter, ChannelError, InboundMessage, OutboundMessage, ProviderReceipt
+from channels import splitting
+from channels.base import AcceptedParts, ChannelAdapter, ChannelError, InboundMessage, OutboundMessage, ProviderReceipt
 from crm_store import changes
 from crm_store.models import (
     ChannelIdentity,
@@ -57,6 +58,8 @@ SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
 # Telegram keeps at most 64 bytes of a button's callback_data; a longer payload travels as
 # "~<message id>.<button index>" and is read back from the stored message's buttons.
 CALLBACK_LIMIT = 64
+# sendMessage refuses a text over 4,096 characters ("message is too long"), counted in UTF-16 units.
+TEXT_LIMIT = 4096
 LONG_PAYLOAD = re.compile(r"~(\d+)\.(\d+)")
 # Telegram allows a secret token of 1-256 characters from this set only.
 SECRET_FORMAT = re.compile(r"[A-Za-z0-9_-]{1,256}")
@@ -154,6 +157,7 @@ class TelegramAdapter(ChannelAdapter):
         self.hub = hub
         self.secret = secret
         self._chat_locks = [asyncio.Lock() for _ in range(64)]
+        self._accepted = AcceptedParts()  # the parts of long messages sent before a failure
         request = HubRequest(hub)
         self.bot = Bot(token, base_url=f"{api_url.rstrip('/')}/bot", request=request, get_updates_request=request)
 
@@ -398,6 +402,8 @@ class TelegramAdapter(ChannelAdapter):
     # Outbound
 
     async def deliver(self, message: OutboundMessage) -> ProviderReceipt:
+        """Send the message, as several in order when it is over Telegram's 4,096 characters (the
+        buttons ride on the last part); parts sent before a transient failure are not sent again."""
         try:
             chat_id = int(message.recipient)
         except ValueError:
@@ -405,22 +411,36 @@ class TelegramAdapter(ChannelAdapter):
         markup = InlineKeyboardMarkup(
             [[InlineKeyboardButton(b["title"], callback_data=_callback_data(message.message_id, i, b["payload"]))]
              for i, b in enumerate(message.buttons)]) if message.buttons else None
-        try:
-            sent = await self.bot.send_message(chat_id, message.text, reply_markup=markup)
-        except Forbidden as exc:
-            # The patient blocked the bot: like STOP on SMS, nothing more may be sent until they return.
-            blocked = "blocked by the user" in str(exc).lower()
-            raise ChannelError(str(exc), retryable=False, code="403", opted_out=blocked) from exc
-        except RetryAfter as exc:
-            raise ChannelError(str(exc), retryable=True, code="429") from exc
-        except (BadRequest, InvalidToken, Conflict, ChatMigrated) as exc:
-            raise ChannelError(str(exc), retryable=False, code=type(exc).__name__) from exc
-        except (TimedOut, NetworkError) as exc:  # 5xx and unreachable
-            raise ChannelError(str(exc), retryable=True) from exc
-        except TelegramError as exc:
-            raise ChannelError(str(exc), retryable=False) from exc
-        # Message ids are counted per chat, so the chat is part of the provider id.
-        return ProviderReceipt("sent", f"{sent.chat.id}:{sent.message_id}")
+        parts = splitting.split(message.text, TEXT_LIMIT)
+        accepted = self._accepted.take(message.message_id)
+        for index in range(len(accepted), len(parts)):
+            last = index == len(parts) - 1
+            try:
+                sent = await self.bot.send_message(chat_id, parts[index], reply_markup=markup if last else None)
+            except TelegramError as exc:
+                error = _channel_error(exc)
+                if error.retryable:
+                    self._accepted.keep(message.message_id, accepted)
+                if len(parts) > 1:
+                    error.args = (f"part {index + 1} of {len(parts)}: {error}",)
+                raise error from exc
+            # Message ids are counted per chat, so the chat is part of the provider id.
+            accepted.append(f"{sent.chat.id}:{sent.message_id}")
+        return ProviderReceipt("sent", accepted[-1])
+
+
+def _channel_error(exc: TelegramError) -> ChannelError:
+    if isinstance(exc, Forbidden):
+        # The patient blocked the bot: like STOP on SMS, nothing more may be sent until they return.
+        blocked = "blocked by the user" in str(exc).lower()
+        return ChannelError(str(exc), retryable=False, code="403", opted_out=blocked)
+    if isinstance(exc, RetryAfter):
+        return ChannelError(str(exc), retryable=True, code="429")
+    if isinstance(exc, (BadRequest, InvalidToken, Conflict, ChatMigrated)):
+        return ChannelError(str(exc), retryable=False, code=type(exc).__name__)
+    if isinstance(exc, (TimedOut, NetworkError)):  # 5xx and unreachable
+        return ChannelError(str(exc), retryable=True)
+    return ChannelError(str(exc), retryable=False)
 
 
 def _callback_data(message_id: int, index: int, payload: str) -> str:

@@ -16,7 +16,6 @@ import base64
 import functools
 import json
 import logging
-from collections import OrderedDict
 from datetime import timedelta
 
 import aiohttp
@@ -30,7 +29,7 @@ from twilio.twiml.messaging_response import MessagingResponse
 
 from bot import consent
 from channels import splitting
-from channels.base import ChannelAdapter, ChannelError, InboundMessage, OutboundMessage, ProviderReceipt
+from channels.base import AcceptedParts, ChannelAdapter, ChannelError, InboundMessage, OutboundMessage, ProviderReceipt
 from channels.twilio_signature import verified_form
 from crm_store.models import ChannelIdentity, ConsentStatus, Conversation, Message, utcnow
 
@@ -49,7 +48,6 @@ UNSUBSCRIBED = 21610  # Twilio: the recipient replied STOP to this sender
 # A later callback never moves a message backwards (callbacks may arrive out of order).
 STATUS_RANK = {"sent": 1, "delivered": 2, "read": 3, "undelivered": 4, "failed": 4}
 SEND_TIMEOUT = 15.0
-MAX_REMEMBERED = 1000  # long messages half sent, waiting for their retry
 
 
 class TwilioHttpClient(AsyncTwilioHttpClient):
@@ -98,8 +96,7 @@ class TwilioMessagingAdapter(ChannelAdapter):
         self.public_url = public_url
         self.rate_per_second = rate
         self._client: Client | None = None
-        # message id → sids of the parts of a long message Twilio accepted before a failure.
-        self._accepted: OrderedDict[int, list[str]] = OrderedDict()
+        self._accepted = AcceptedParts()  # the sids of long messages' parts, for their retry
 
     @classmethod
     def from_settings(cls, settings, hub) -> "TwilioMessagingAdapter":
@@ -199,7 +196,7 @@ class TwilioMessagingAdapter(ChannelAdapter):
         else:
             params["from_"] = self.sender
         bodies = self.split(params.pop("body")) if "body" in params else [None]
-        accepted = self._accepted.pop(message.message_id, [])
+        accepted = self._accepted.take(message.message_id)
         for index in range(len(accepted), len(bodies)):
             part = dict(params) if bodies[index] is None else {**params, "body": bodies[index]}
             if self.public_url and index == len(bodies) - 1:
@@ -213,10 +210,8 @@ class TwilioMessagingAdapter(ChannelAdapter):
             else:
                 accepted.append(sent.sid)
                 continue
-            if accepted and error.retryable:
-                self._accepted[message.message_id] = accepted
-                while len(self._accepted) > MAX_REMEMBERED:
-                    self._accepted.popitem(last=False)
+            if error.retryable:
+                self._accepted.keep(message.message_id, accepted)
             if len(bodies) > 1:
                 error.args = (f"part {index + 1} of {len(bodies)}: {error}",)
             raise error

@@ -7,6 +7,7 @@ import time
 
 import pytest
 from sqlalchemy import func, select
+from telegram.error import BadRequest
 
 from bot.app import HUB, create_app
 from bot.outbox import queue_reply
@@ -466,3 +467,46 @@ async def test_member_updates_of_unknown_chats_and_groups_change_nothing(client,
         assert await session.scalar(select(func.count(JourneyEvent.id))) == 0
         assert await session.scalar(select(func.count(Consent.id))) == 0
     assert (await post(client, fake.block(CHAT, 232), secret="wrong")).status == 403
+
+
+# --- long messages: the Bot API refuses a text over 4,096 characters ------------------------------
+
+LONG = " ".join(f"الجملة رقم {n} عن مواعيد العيادة وساعات العمل. Sentence {n} about the clinic." for n in range(120))
+
+
+def _units(text: str) -> int:
+    return len(text.encode("utf-16-le")) // 2
+
+
+async def test_the_fake_refuses_a_text_over_4096_characters_as_telegram_does(client, fake):
+    adapter = client.app[HUB].adapters["telegram"]
+    with pytest.raises(BadRequest, match="too long"):
+        await adapter.bot.send_message(CHAT, "a" * 4097)
+    assert fake.delivered(CHAT) == []
+    assert (await adapter.bot.send_message(CHAT, "ع" * 4096)).message_id
+
+
+async def test_a_long_reply_goes_out_in_parts_in_order_with_the_buttons_on_the_last(client, fake):
+    adapter = client.app[HUB].adapters["telegram"]
+    buttons = [{"title": "Book", "payload": "/book"}, {"title": "Cancel", "payload": "/cancel"}]
+    receipt = await adapter.deliver(OutboundMessage(7, "telegram", str(CHAT), LONG, buttons))
+    parts = fake.delivered(CHAT)
+    assert len(parts) == -(-_units(LONG) // 4096) == 3
+    assert all(_units(p["text"]) <= 4096 for p in parts) and all(p["text"].endswith(".") for p in parts)
+    assert " ".join(p["text"] for p in parts) == LONG  # cut between sentences, nothing lost or reordered
+    assert ["reply_markup" in p for p in parts] == [False, False, True]
+    assert receipt.provider_message_id == f"{CHAT}:{parts[-1]['message_id']}"
+
+
+async def test_a_part_that_fails_is_retried_without_sending_the_earlier_parts_again(client, fake):
+    adapter = client.app[HUB].adapters["telegram"]
+    fake.fail("sendMessage", 502, "Bad Gateway", after=1)
+    message = OutboundMessage(8, "telegram", str(CHAT), LONG)
+    with pytest.raises(ChannelError) as error:
+        await adapter.deliver(message)
+    assert error.value.retryable and str(error.value).startswith("part 2 of 3:")
+    assert len(fake.delivered(CHAT)) == 1
+    receipt = await adapter.deliver(message)  # the outbox's retry
+    texts = [p["text"] for p in fake.delivered(CHAT)]
+    assert len(texts) == 3 and " ".join(texts) == LONG  # part 1 once, then parts 2 and 3
+    assert receipt.provider_message_id.endswith(f":{fake.delivered(CHAT)[-1]['message_id']}")

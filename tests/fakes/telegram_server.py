@@ -25,6 +25,7 @@ class Failure:
     status: int
     description: str
     times: int
+    after: int = 0  # calls that succeed first
 
 
 @dataclass
@@ -45,9 +46,10 @@ class FakeTelegram(LocalHttpServer):
         return f"http://127.0.0.1:{self.port}"
 
     def fail(self, method: str, status: int = 500, description: str = "Internal Server Error",
-             times: int = 1) -> None:
-        """The next `times` calls of `method` get this Bot API error (status 0: the connection drops)."""
-        self.failures.setdefault(method, []).append(Failure(status, description, times))
+             times: int = 1, after: int = 0) -> None:
+        """The next `times` calls of `method` (after `after` that succeed) get this Bot API error
+        (status 0: the connection drops)."""
+        self.failures.setdefault(method, []).append(Failure(status, description, times, after))
 
     def block(self, chat_id: int, update_id: int, date: int | None = None) -> dict:
         """The user blocks the bot; returns the my_chat_member update Telegram posts about it."""
@@ -81,7 +83,9 @@ class FakeTelegram(LocalHttpServer):
         if request.match_info["token"] != self.token:
             return _error(401, "Unauthorized")
         pending = self.failures.get(method)
-        if pending:
+        if pending and pending[0].after:
+            pending[0].after -= 1
+        elif pending:
             failure = pending[0]
             failure.times -= 1
             if failure.times <= 0:
@@ -97,6 +101,8 @@ class FakeTelegram(LocalHttpServer):
         if method == "sendMessage":
             if not params.get("text"):
                 return _error(400, "Bad Request: message text is empty")
+            if len(params["text"].encode("utf-16-le")) // 2 > 4096:
+                return _error(400, "Bad Request: message is too long")
             if not isinstance(params.get("chat_id"), int):
                 return _error(400, "Bad Request: chat not found")
             if params["chat_id"] in self.blocked:
