@@ -7,7 +7,6 @@ write from their phone. Importing the same bundle twice changes nothing.
 from __future__ import annotations
 
 import asyncio
-import copy
 import json
 import logging
 import multiprocessing
@@ -131,7 +130,7 @@ class _Resolver:
     async def assign(self, entries: list[dict]) -> list[dict]:
         resources = []
         for entry in entries:
-            resource = copy.deepcopy(entry["resource"])
+            resource = entry["resource"]  # rewritten in place: the bundle is the caller's to give up
             kind = resource["resourceType"]
             resource_id = await self._id_for(entry, resource)
             resource["id"] = resource_id
@@ -217,7 +216,8 @@ async def _upsert_crm_patient(session: AsyncSession, resource: dict, region: str
 async def import_bundle(session: AsyncSession, data: dict, *, source: str = "bundle",
                         region: str = "SA", validated: bool = False) -> ImportReport:
     """Import one bundle (or lone resource) in the caller's transaction (`validated`: every
-    resource in it already passed `store.validate`)."""
+    resource in it already passed `store.validate`). The bundle's resources are given their ids
+    and plain references in place, and stored as they are: pass a bundle not used afterwards."""
     report = ImportReport(files=1)
     resources = await _Resolver(session).assign(_entries(data, source))
     items = []
