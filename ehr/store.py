@@ -308,6 +308,9 @@ async def _store(session: AsyncSession, prepared: list[_Prepared],
     results: list[tuple[FhirResource, bool]] = []
     written: dict[int, tuple[FhirResource, set[tuple[str, str]]]] = {}
     stale_pks: set[int] = set()
+    # New rows go in with one multi-row INSERT (an import creates thousands): the objects handed
+    # back carry their ids but stay outside the session; a later read loads them from the table.
+    new_rows: list[FhirResource] = []
     for item in prepared:
         key = (item.type, item.id)
         row = existing.get(key)
@@ -321,7 +324,7 @@ async def _store(session: AsyncSession, prepared: list[_Prepared],
         if row is None:
             row = FhirResource(resource_type=item.type, resource_id=item.id, version_id=1, crm_id=item.crm_id,
                                deleted=False)
-            session.add(row)
+            new_rows.append(row)
             existing[key] = row
         else:
             row.version_id += 1
@@ -339,6 +342,12 @@ async def _store(session: AsyncSession, prepared: list[_Prepared],
         results.append((row, True))
     if not written:
         return results
+    if new_rows:
+        ids = (await session.execute(
+            insert(FhirResource).returning(FhirResource.id, sort_by_parameter_order=True),
+            [{column: getattr(row, column) for column in _NEW_ROW_COLUMNS} for row in new_rows])).scalars().all()
+        for row, pk in zip(new_rows, ids):
+            row.id = pk
     await session.flush()
     if stale_pks:
         await session.execute(delete(FhirIdentifier).where(FhirIdentifier.resource_pk.in_(stale_pks))
@@ -348,6 +357,10 @@ async def _store(session: AsyncSession, prepared: list[_Prepared],
     if identifier_rows:
         await session.execute(insert(FhirIdentifier), identifier_rows)
     return results
+
+
+_NEW_ROW_COLUMNS = ("resource_type", "resource_id", "version_id", "crm_id", "deleted", "last_updated",
+                    "patient_ref", "date", "content")
 
 
 async def _existing(session: AsyncSession,
