@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -379,14 +380,14 @@ class EhrSync:
     async def run(self, interval: float = 1.0) -> None:
         while True:
             try:
-                loop = asyncio.get_running_loop()
-                started = loop.time()
+                started = time.thread_time()
                 while await self.run_once():  # there may be more behind this batch
-                    # Background work: with a backlog it takes at most half of the process, so
-                    # under a burst the patients' messages and replies go first, and the
+                    # Background work: with a backlog it pauses for as long as the event loop
+                    # was busy meanwhile (CPU time, so a slow EHR's network waits do not count),
+                    # so under a burst the patients' messages and replies go first, and the
                     # backlog drains once the burst is over.
-                    await asyncio.sleep(loop.time() - started)
-                    started = loop.time()
+                    await asyncio.sleep(time.thread_time() - started)
+                    started = time.thread_time()
             except Exception:  # a bug in one mapping must not stop the whole sync
                 log.exception("EHR sync pass failed")
             try:
