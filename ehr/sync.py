@@ -208,6 +208,7 @@ class EhrSync:
         self.client = client
         self.hospital = hospital
         self.wakeup = asyncio.Event()
+        self.ehr_seconds = 0.0  # of the current pass, spent waiting on the EHR
 
     async def _build(self, session: AsyncSession, kind: str, crm_id: int, refs) -> dict | None:
         if kind == "Appointment":
@@ -284,8 +285,10 @@ class EhrSync:
             failed = await self._write_local(session, list(claimed))
             await session.commit()
         if self.client is not None:
+            waited = time.monotonic()
             failed |= await self._write_ehr_all([key for key in claimed
                                                  if key not in failed and key[0] not in LOCAL_ONLY])
+            self.ehr_seconds += time.monotonic() - waited
         done = [item_id for key, ids in claimed.items() if key not in failed for item_id in ids]
         async with self.sessions() as session:
             for start in range(0, len(done), 500):
@@ -380,14 +383,14 @@ class EhrSync:
     async def run(self, interval: float = 1.0) -> None:
         while True:
             try:
-                started = time.thread_time()
+                started, self.ehr_seconds = time.monotonic(), 0.0
                 while await self.run_once():  # there may be more behind this batch
-                    # Background work: with a backlog it pauses for as long as the event loop
-                    # was busy meanwhile (CPU time, so a slow EHR's network waits do not count),
-                    # so under a burst the patients' messages and replies go first, and the
-                    # backlog drains once the burst is over.
-                    await asyncio.sleep(time.thread_time() - started)
-                    started = time.thread_time()
+                    # Background work: with a backlog it pauses for as long as the pass took in
+                    # Sila itself (a slow EHR's network waits do not count), so under a burst the
+                    # patients' messages and replies go first, and the backlog drains once the
+                    # burst is over.
+                    await asyncio.sleep(max(0.0, time.monotonic() - started - self.ehr_seconds))
+                    started, self.ehr_seconds = time.monotonic(), 0.0
             except Exception:  # a bug in one mapping must not stop the whole sync
                 log.exception("EHR sync pass failed")
             try:
