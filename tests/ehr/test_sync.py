@@ -199,15 +199,21 @@ async def test_an_invalid_resource_fails_visibly_and_can_be_retried(hub, ehr, se
     assert len(_appointments(ehr, booked.reference)) == 1
 
 
+async def _gayla_on_sms(session) -> Conversation:
+    """A new SMS conversation with Gayla."""
+    patient = await session.scalar(select(Patient).where(Patient.phone == "+15556058177"))
+    identity = ChannelIdentity(patient_id=patient.id, channel="sms", address=patient.phone)
+    session.add(identity)
+    await session.flush()
+    conversation = Conversation(patient_id=patient.id, identity_id=identity.id, channel="sms", language="en")
+    session.add(conversation)
+    await session.flush()
+    return conversation
+
+
 async def test_messages_in_and_out_become_communications(hub, ehr, sessions):
     async with sessions() as session:
-        patient = await session.scalar(select(Patient).where(Patient.phone == "+15556058177"))
-        identity = ChannelIdentity(patient_id=patient.id, channel="sms", address=patient.phone)
-        session.add(identity)
-        await session.flush()
-        conversation = Conversation(patient_id=patient.id, identity_id=identity.id, channel="sms", language="en")
-        session.add(conversation)
-        await session.flush()
+        conversation = await _gayla_on_sms(session)
         session.add_all([
             Message(conversation_id=conversation.id, channel="sms", direction="in", sender="patient",
                     text="When is my appointment?", status="received", provider_message_id="SM1"),
@@ -280,13 +286,7 @@ async def test_duplicates_in_the_ehr_stop_the_write_with_the_reason(hub, ehr, se
 
 async def _conversation_with(sessions, texts: list[str]) -> None:
     async with sessions() as session:
-        patient = await session.scalar(select(Patient).where(Patient.phone == "+15556058177"))
-        identity = ChannelIdentity(patient_id=patient.id, channel="sms", address=patient.phone)
-        session.add(identity)
-        await session.flush()
-        conversation = Conversation(patient_id=patient.id, identity_id=identity.id, channel="sms", language="en")
-        session.add(conversation)
-        await session.flush()
+        conversation = await _gayla_on_sms(session)
         session.add_all([Message(conversation_id=conversation.id, channel="sms", direction="in", sender="patient",
                                  text=text, status="received", provider_message_id=f"SM-batch-{n}")
                          for n, text in enumerate(texts)])
