@@ -25,7 +25,7 @@ import logging
 from collections import defaultdict
 from datetime import datetime, time, timedelta
 
-from sqlalchemy import extract, or_, select, update
+from sqlalchemy import extract, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
@@ -203,14 +203,15 @@ class Automations:
             for (rule_id, template_id), sends in groups.items():
                 rule, template = rules[rule_id], templates.get(template_id)
                 if template is None:
-                    await self._mark(session, sends, [delivery.Decision("skipped", "no_template")] * len(sends), now)
+                    await delivery.mark(session, AutomationSend, [s.id for s in sends],
+                                        [delivery.Decision("skipped", "no_template")] * len(sends), now)
                     continue
                 items = [self._item(send, appointments.get(send.appointment_id), rule) for send in sends]
                 decisions = await delivery.plan(
                     session, self.rt.policy, items, template, rule.channels or [], now,
                     buttons=reminders.buttons if rule.kind == "appointment_reminder" else None,
                     journey=("automation_message", rule.key))
-                queued += await self._mark(session, sends, decisions, now)
+                queued += await delivery.mark(session, AutomationSend, [s.id for s in sends], decisions, now)
             await session.commit()
         return len(due), queued
 
@@ -222,21 +223,3 @@ class Automations:
             not_after = send.created_at  # cancelled or moved since: this reminder is void
         return delivery.Item(send.patient_id, appointment, not_after)
 
-    @staticmethod
-    async def _mark(session: AsyncSession, sends, decisions, now: datetime) -> list[int]:
-        queued = []
-        for send, decision in zip(sends, decisions):
-            values = {"channel": decision.channel, "reason": decision.reason}
-            if decision.status == "queued":
-                values.update(status="queued", message_id=decision.message.id, queued_at=now)
-                queued.append(decision.message.id)
-            elif decision.status == "deferred":
-                values.update(due_at=decision.due_at)
-            else:
-                values.update(status="skipped")
-            result = await session.execute(update(AutomationSend).where(
-                AutomationSend.id == send.id, AutomationSend.status == "pending").values(**values)
-                .execution_options(synchronize_session=False))
-            if result.rowcount != 1:
-                raise RuntimeError(f"automation send {send.id} changed under this batch")
-        return queued

@@ -267,8 +267,8 @@ class Broadcasts:
             if not await self._renew(session, campaign.id):  # first: it also serialises workers
                 await session.rollback()
                 return None
-            rows = (await session.scalars(
-                select(CampaignRecipient).where(
+            rows = (await session.execute(
+                select(CampaignRecipient.id, CampaignRecipient.patient_id).where(
                     CampaignRecipient.campaign_id == campaign.id, CampaignRecipient.status == "pending",
                     (CampaignRecipient.due_at.is_(None)) | (CampaignRecipient.due_at <= now))
                 .order_by(CampaignRecipient.id).limit(size))).all()
@@ -278,21 +278,7 @@ class Broadcasts:
             decisions = await delivery.plan(
                 session, self.rt.policy, [delivery.Item(r.patient_id) for r in rows], template, campaign.channels,
                 now, journey=("campaign_message", f"campaign:{campaign.id}"))
-            queued = []
-            for row, decision in zip(rows, decisions):
-                values = {"channel": decision.channel, "reason": decision.reason}
-                if decision.status == "queued":
-                    values.update(status="queued", message_id=decision.message.id, queued_at=now, due_at=None)
-                    queued.append(decision.message.id)
-                elif decision.status == "deferred":
-                    values.update(due_at=decision.due_at)
-                else:
-                    values.update(status="skipped")
-                done = await session.execute(update(CampaignRecipient).where(
-                    CampaignRecipient.id == row.id, CampaignRecipient.status == "pending").values(**values)
-                    .execution_options(synchronize_session=False))
-                if done.rowcount != 1:
-                    raise RuntimeError(f"campaign {campaign.id}: recipient {row.id} changed under this batch")
+            queued = await delivery.mark(session, CampaignRecipient, [r.id for r in rows], decisions, now)
             await session.commit()
         return queued
 

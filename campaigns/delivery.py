@@ -14,10 +14,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import case, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.outbox import queue_reply
+from bot.outbox import reply_values
 from campaigns import quiet, templates
 from crm_store.models import (
     Appointment,
@@ -50,7 +50,7 @@ class Decision:
     status: str  # queued | deferred | skipped
     reason: str | None = None
     channel: str | None = None
-    message: Message | None = None
+    message_id: int | None = None
     due_at: datetime | None = None
 
 
@@ -136,8 +136,8 @@ async def plan(session: AsyncSession, policy: Policy, items: list[Item], templat
                channels: list[str], now: datetime, *,
                buttons: Callable[[str], list[dict]] | None = None,
                journey: tuple[str, str] | None = None) -> list[Decision]:
-    """A decision per item, in order; queued ones have their message added to the session (flushed,
-    so `decision.message.id` is known and can be written beside it in this transaction)."""
+    """A decision per item, in order; queued ones have their message inserted in the session's
+    transaction (`decision.message_id`, to be written beside it with `mark`)."""
     channels = [c for c in channels if c in policy.available]
     marketing = template.purpose == ConsentPurpose.marketing.value
     batch = Batch(session, policy, now)
@@ -175,45 +175,82 @@ async def plan(session: AsyncSession, policy: Policy, items: list[Item], templat
 
 
 async def _queue(session, batch: Batch, policy: Policy, template, chosen, decisions, buttons, journey) -> None:
-    new_identities = []
-    for _, _, patient, channel in chosen:
-        if (patient.id, channel) not in batch.identities:  # an SMS number known from the record
-            identity = ChannelIdentity(patient_id=patient.id, channel=channel, address=patient.phone)
-            batch.identities[(patient.id, channel)] = identity
-            batch.sms_taken.add(patient.phone)
-            new_identities.append(identity)
-            session.add(JourneyEvent(patient_id=patient.id, kind="identity_created", reference=channel,
-                                     data={"source": "patient record"}))
-    session.add_all(new_identities)
-    if new_identities:
-        await session.flush()
-    identity_ids = [batch.identities[(p.id, c)].id for _, _, p, c in chosen]
-    open_conversations = {}
-    for conversation in (await session.scalars(
-            select(Conversation).where(Conversation.identity_id.in_(identity_ids),
-                                       Conversation.status != ConversationStatus.closed)
+    """Core inserts (a campaign queues hundreds of messages a batch): what is queued owes the EHR
+    nothing until it is sent, so none of it needs the ORM's flush hooks (crm_store.changes)."""
+    conn = await session.connection()
+    identity_ids = {key: identity.id for key, identity in batch.identities.items()}
+    events = []
+    # An SMS number known only from the patient record becomes the patient's identity now.
+    fresh = list(dict.fromkeys((p.id, c, p.phone) for _, _, p, c in chosen if (p.id, c) not in identity_ids))
+    if fresh:
+        new_ids = await _insert(conn, ChannelIdentity, [
+            {"patient_id": patient_id, "channel": channel, "address": phone} for patient_id, channel, phone in fresh])
+        for (patient_id, channel, phone), identity_id in zip(fresh, new_ids):
+            identity_ids[(patient_id, channel)] = identity_id
+            batch.sms_taken.add(phone)
+            events.append({"patient_id": patient_id, "kind": "identity_created", "reference": channel,
+                           "data": {"source": "patient record"}})
+    wanted = {identity_ids[(p.id, c)] for _, _, p, c in chosen}
+    open_conversations: dict[int, tuple[int, str, str]] = {}  # identity -> (id, channel, language)
+    for row in (await conn.execute(
+            select(Conversation.id, Conversation.identity_id, Conversation.channel, Conversation.language)
+            .where(Conversation.identity_id.in_(wanted), Conversation.status != ConversationStatus.closed)
             .order_by(Conversation.id))).all():
-        open_conversations[conversation.identity_id] = conversation  # the newest, as the router picks
-    new_conversations = []
-    for _, _, patient, channel in chosen:
-        identity = batch.identities[(patient.id, channel)]
-        if identity.id not in open_conversations:
-            conversation = Conversation(patient_id=patient.id, identity_id=identity.id, channel=channel,
-                                        language=patient.preferred_language or "ar")
-            open_conversations[identity.id] = conversation
-            new_conversations.append(conversation)
-    session.add_all(new_conversations)
-    if new_conversations:
-        await session.flush()
-    for index, item, patient, channel in chosen:
+        open_conversations[row.identity_id] = (row.id, row.channel, row.language)  # the newest, as the router picks
+    opening = list(dict.fromkeys((identity_ids[(p.id, c)], p.id, c, p.preferred_language or "ar")
+                                 for _, _, p, c in chosen if identity_ids[(p.id, c)] not in open_conversations))
+    if opening:
+        new_ids = await _insert(conn, Conversation, [
+            {"patient_id": patient_id, "identity_id": identity_id, "channel": channel, "language": language}
+            for identity_id, patient_id, channel, language in opening])
+        for (identity_id, _, channel, language), conversation_id in zip(opening, new_ids):
+            open_conversations[identity_id] = (conversation_id, channel, language)
+    messages = []
+    for _, item, patient, channel in chosen:
         language = patient.preferred_language or "ar"
         values = templates.patient_values(patient, language, policy.hospital, policy.zone, item.appointment)
         rendered = templates.render(template, channel, language, values)
-        conversation = open_conversations[batch.identities[(patient.id, channel)].id]
-        decisions[index].message = queue_reply(
-            session, conversation, rendered.text, buttons=buttons(language) if buttons else None, sender="system",
-            language=language, purpose=template.purpose, template=rendered.template)
+        conversation_id, conversation_channel, conversation_language = \
+            open_conversations[identity_ids[(patient.id, channel)]]
+        messages.append(reply_values(
+            conversation_id, conversation_channel, conversation_language, rendered.text,
+            buttons=buttons(language) if buttons else None, sender="system", language=language,
+            purpose=template.purpose, template=rendered.template))
         if journey:
-            session.add(JourneyEvent(patient_id=patient.id, kind=journey[0], reference=journey[1],
-                                     data={"channel": channel}))
-    await session.flush()
+            events.append({"patient_id": patient.id, "kind": journey[0], "reference": journey[1],
+                           "data": {"channel": channel}})
+    for (index, *_), message_id in zip(chosen, await _insert(conn, Message, messages)):
+        decisions[index].message_id = message_id
+    if events:
+        await conn.execute(insert(JourneyEvent), events)
+
+
+async def _insert(conn, model, rows: list[dict]) -> list[int]:
+    """The new rows' ids, in the order of `rows`."""
+    result = await conn.execute(insert(model).returning(model.id, sort_by_parameter_order=True), rows)
+    return list(result.scalars().all())
+
+
+async def mark(session: AsyncSession, model, row_ids: list[int], decisions: list[Decision],
+               now: datetime) -> list[int]:
+    """Write each decision on its pending row of `model` (campaign recipients, automation sends):
+    one UPDATE per kind of decision, each conditional on the rows still being pending. Returns the
+    queued messages' ids, in order."""
+    groups: dict[tuple, list[tuple[int, int | None]]] = {}
+    for row_id, decision in zip(row_ids, decisions):
+        key = (decision.status, decision.reason, decision.channel, decision.due_at)
+        groups.setdefault(key, []).append((row_id, decision.message_id))
+    for (status, reason, channel, due_at), rows in groups.items():
+        values: dict = {"channel": channel, "reason": reason}
+        if status == "queued":
+            values.update(status="queued", queued_at=now, message_id=case(dict(rows), value=model.id))
+        elif status == "deferred":
+            values.update(due_at=due_at)
+        else:
+            values.update(status="skipped")
+        ids = [row_id for row_id, _ in rows]
+        result = await session.execute(update(model).where(model.id.in_(ids), model.status == "pending")
+                                       .values(**values).execution_options(synchronize_session=False))
+        if result.rowcount != len(ids):
+            raise RuntimeError(f"{model.__tablename__}: rows {ids} changed under this batch")
+    return [d.message_id for d in decisions if d.status == "queued"]

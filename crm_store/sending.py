@@ -43,22 +43,26 @@ class Sent:
 
 def claim(conn: Connection, batches: list[list[int]]) -> list[list]:
     """For each batch of message ids, the rows this worker claimed (with the recipient's address
-    and the patient), in id order; empty when another worker has them or they are out."""
+    and the patient), in id order; empty when another worker has them or they are out. The
+    batches of one group commit are claimed by one statement and read by another."""
+    taken = set(conn.execute(_CLAIM, {"ids": [i for ids in batches for i in ids]}).scalars().all())
+    rows = conn.execute(_CLAIMED, {"ids": sorted(taken)}).all() if taken else []
+    by_id = {row.id: row for row in rows}
     claimed = []
-    for ids in batches:
-        taken = conn.execute(_CLAIM, {"ids": ids}).scalars().all()
-        claimed.append(conn.execute(_CLAIMED, {"ids": taken}).all() if taken else [])
+    for ids in batches:  # a message two callers asked for at once goes to the first of them
+        claimed.append([by_id.pop(i) for i in sorted(ids) if i in by_id])
     return claimed
 
 
 def sent(conn: Connection, sends: list[Sent]) -> list[None]:
-    for send in sends:
-        first, *rest = send.message_ids
-        if send.provider_message_id:
-            conn.execute(_SENT, {"b_id": first, "b_status": send.status, "b_provider_id": send.provider_message_id})
-        else:
-            conn.execute(_SENT_KEEPING_ID, {"b_id": first, "b_status": send.status})
-        if rest:
-            conn.execute(_SENT_KEEPING_ID, [{"b_id": i, "b_status": send.status} for i in rest])
+    """Each provider message recorded; its first row keeps the provider's id (where it gave one)."""
+    with_id = [{"b_id": s.message_ids[0], "b_status": s.status, "b_provider_id": s.provider_message_id}
+               for s in sends if s.provider_message_id]
+    keeping = [{"b_id": i, "b_status": s.status} for s in sends
+               for i in (s.message_ids[1:] if s.provider_message_id else s.message_ids)]
+    if with_id:
+        conn.execute(_SENT, with_id)
+    if keeping:
+        conn.execute(_SENT_KEEPING_ID, keeping)
     conn.execute(insert(EhrOutbox), [{"kind": "Communication", "crm_id": i} for s in sends for i in s.message_ids])
     return [None] * len(sends)

@@ -203,6 +203,23 @@ async def test_unsubscribed_recipient_is_marked_opted_out_and_not_retried(client
     assert len([r for r in fake.requests if r.get("To") == PATIENT]) == 1
 
 
+async def test_a_message_two_senders_take_up_at_once_goes_out_once(client, fake):
+    """The campaign's senders and the outbox's retry loop can reach for the same queued message in
+    one moment; their claims then share a group commit, and only the first may send it."""
+    hub = client.app[HUB]
+    await post_signed(client, "/webhooks/twilio/messages", inbound("hi", "SM" + "c" * 32))
+    await settle(client)
+    async with hub.sessions() as session:
+        conversation = await session.scalar(select(Conversation))
+        queued = [queue_reply(session, conversation, f"Reminder {n}") for n in range(3)]
+        await session.commit()
+    before = len(fake.requests)
+    ids = [m.id for m in queued]
+    await asyncio.gather(*(hub.outbox.deliver([i]) for i in ids + ids + ids[:1]))
+    assert sorted(r.get("Body") for r in fake.requests[before:]) == ["Reminder 0", "Reminder 1", "Reminder 2"]
+    assert {m.status for m in await messages(client, Message.id.in_(ids))} == {"sent"}
+
+
 async def test_a_server_error_is_retried_then_succeeds(client, fake):
     fake.fail_next(1)
     await post_signed(client, "/webhooks/twilio/messages", inbound("hi", "SM" + "e" * 32))
