@@ -16,7 +16,7 @@ from urllib.parse import parse_qs
 
 from fhir.resources.R4B import get_fhir_model_class
 from pydantic import ValidationError
-from sqlalchemy import and_, delete, exists, func, insert, or_, select, text
+from sqlalchemy import and_, bindparam, delete, exists, func, insert, or_, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm_store.models import FhirIdentifier, FhirResource, utcnow
@@ -114,7 +114,6 @@ class SearchResult:
 @dataclass(slots=True)
 class _Prepared:
     resource: dict
-    body: dict  # the resource without `meta`: what "unchanged" compares
     type: str
     id: str
     crm_id: int | None
@@ -169,13 +168,15 @@ def _prepare(resource: dict, crm_id: int | None, validated: bool = False) -> _Pr
         raise InvalidResource(f"{resource['resourceType']}: the resource has no id")
     if len(resource_id) > MAX_ID_LENGTH:
         raise InvalidResource(f"{resource['resourceType']}.id: longer than {MAX_ID_LENGTH} characters")
-    return _Prepared(resource=resource, body=_without_meta(resource), type=resource["resourceType"],
+    return _Prepared(resource=resource, type=resource["resourceType"],
                      id=resource_id, crm_id=crm_id, patient_ref=patient_ref_of(resource),
                      date=date_of(resource), identifiers=_identifiers(resource))
 
 
-def _without_meta(resource: dict) -> dict:
-    return {k: v for k, v in resource.items() if k != "meta"}
+def _same_content(stored: dict, resource: dict) -> bool:
+    """Equal but for `meta` (the store's version and time): what "unchanged" compares."""
+    return (stored.keys() - {"meta"}) == (resource.keys() - {"meta"}) and all(
+        value == resource[key] for key, value in stored.items() if key != "meta")
 
 
 _PATIENT_REFERENCE = re.compile(r"(?:^|/)Patient/([A-Za-z0-9\-.]{1,64})(?:/_history/[^/]*)?$")
@@ -283,10 +284,10 @@ async def put_many(session: AsyncSession, resources: Iterable[tuple[dict, int | 
     prepared = []
     for resource, crm_id in items:
         row = existing.get(_key(resource))
-        if row is not None and not row.deleted and _without_meta(row.content) == _without_meta(resource):
+        if row is not None and not row.deleted and _same_content(row.content, resource):
             # Identical to what is stored, which was valid when it was written: importing a bundle
             # again costs a comparison, not a validation.
-            prepared.append(_Prepared(resource=resource, body=_without_meta(resource), type=row.resource_type,
+            prepared.append(_Prepared(resource=resource, type=row.resource_type,
                                       id=row.resource_id, crm_id=crm_id, validated=False))
         else:
             prepared.append(_prepare(resource, crm_id, validated))
@@ -310,34 +311,34 @@ async def _store(session: AsyncSession, prepared: list[_Prepared],
     stale_pks: set[int] = set()
     # New rows go in with one multi-row INSERT (an import creates thousands): the objects handed
     # back carry their ids but stay outside the session; a later read loads them from the table.
-    new_rows: list[FhirResource] = []
+    new_rows: list[tuple[FhirResource, dict]] = []
     for item in prepared:
         key = (item.type, item.id)
         row = existing.get(key)
-        if row is not None and not row.deleted and _without_meta(row.content) == item.body:
+        if row is not None and not row.deleted and _same_content(row.content, item.resource):
             if item.crm_id is not None and row.crm_id != item.crm_id:
                 row.crm_id = item.crm_id
             results.append((row, False))
             continue
         if not item.validated:  # it matched what was stored, then an earlier item of this batch changed that
             item = _prepare(item.resource, item.crm_id)
+        version = 1 if row is None else row.version_id + 1
+        meta = {k: v for k, v in (item.resource.get("meta") or {}).items() if k not in ("versionId", "lastUpdated")}
+        content = {**item.resource, "meta": {**meta, "versionId": str(version), "lastUpdated": instant(now)}}
         if row is None:
-            row = FhirResource(resource_type=item.type, resource_id=item.id, version_id=1, crm_id=item.crm_id,
-                               deleted=False)
-            new_rows.append(row)
+            values = dict(resource_type=item.type, resource_id=item.id, version_id=1, crm_id=item.crm_id,
+                          deleted=False, last_updated=now, patient_ref=item.patient_ref, date=item.date,
+                          content=content)
+            row = FhirResource(**values)
+            new_rows.append((row, values))
             existing[key] = row
         else:
-            row.version_id += 1
-            row.deleted = False
+            row.version_id, row.deleted, row.last_updated = version, False, now
+            row.patient_ref, row.date, row.content = item.patient_ref, item.date, content
             if item.crm_id is not None:
                 row.crm_id = item.crm_id
             if row.id is not None:
                 stale_pks.add(row.id)
-        row.last_updated = now
-        row.patient_ref, row.date = item.patient_ref, item.date
-        meta = {k: v for k, v in (item.resource.get("meta") or {}).items() if k not in ("versionId", "lastUpdated")}
-        row.content = {**item.resource, "meta": {**meta, "versionId": str(row.version_id),
-                                                 "lastUpdated": instant(now)}}
         written[id(row)] = (row, item.identifiers)
         results.append((row, True))
     if not written:
@@ -345,8 +346,8 @@ async def _store(session: AsyncSession, prepared: list[_Prepared],
     if new_rows:
         ids = (await session.execute(
             insert(FhirResource).returning(FhirResource.id, sort_by_parameter_order=True),
-            [{column: getattr(row, column) for column in _NEW_ROW_COLUMNS} for row in new_rows])).scalars().all()
-        for row, pk in zip(new_rows, ids):
+            [values for _, values in new_rows])).scalars().all()
+        for (row, _), pk in zip(new_rows, ids):
             row.id = pk
     await session.flush()
     if stale_pks:
@@ -359,8 +360,8 @@ async def _store(session: AsyncSession, prepared: list[_Prepared],
     return results
 
 
-_NEW_ROW_COLUMNS = ("resource_type", "resource_id", "version_id", "crm_id", "deleted", "last_updated",
-                    "patient_ref", "date", "content")
+_BY_IDS = select(FhirResource).where(FhirResource.resource_type == bindparam("type"),
+                                     FhirResource.resource_id.in_(bindparam("ids", expanding=True)))
 
 
 async def _existing(session: AsyncSession,
@@ -373,8 +374,7 @@ async def _existing(session: AsyncSession,
     for resource_type, ids in wanted.items():
         ids = sorted(ids)
         for start in range(0, len(ids), 500):
-            rows = await session.scalars(select(FhirResource).where(
-                FhirResource.resource_type == resource_type, FhirResource.resource_id.in_(ids[start:start + 500])))
+            rows = await session.scalars(_BY_IDS, {"type": resource_type, "ids": ids[start:start + 500]})
             found.update(((row.resource_type, row.resource_id), row) for row in rows)
     return found
 
