@@ -23,7 +23,7 @@ def department_id(code: str) -> str:
 def slot_resource(slot: Slot) -> dict:
     code = slot.practitioner.code
     return slot_map.to_fhir(slot, schedule_ref=f"Schedule/{code}", practitioner_code=code,
-                            resource_id=str(slot.id)).model_dump(mode="json")
+                            resource_id=str(slot.id))
 
 
 async def publish(session: AsyncSession, hospital: dict) -> int:
@@ -31,7 +31,7 @@ async def publish(session: AsyncSession, hospital: dict) -> int:
     resources were new or changed."""
     code = hospital["code"]
     hospital_ref = f"Organization/{code}"
-    items: list[tuple[object, int | None]] = [
+    items: list[tuple[dict, int | None]] = [
         (organization.hospital_to_fhir(hospital, resource_id=code), None),
         (location.to_fhir(hospital, organization_ref=hospital_ref, resource_id=code), None),
     ]
@@ -50,7 +50,6 @@ async def publish(session: AsyncSession, hospital: dict) -> int:
         ]
     slots = (await session.scalars(select(Slot).options(selectinload(Slot.practitioner))
                                    .where(Slot.end_at > utcnow()))).all()
-    resources = [(r.model_dump(mode="json"), crm_id) for r, crm_id in items]
-    resources += [(slot_resource(s), s.id) for s in slots]
-    written = await store.put_many(session, resources)
+    items += [(slot_resource(s), s.id) for s in slots]
+    written = await store.put_many(session, items)
     return sum(changed for _, changed in written)

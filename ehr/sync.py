@@ -55,10 +55,6 @@ PERMANENT = (400, 403, 404, 405, 409, 412, 422)
 LOCAL_ONLY = frozenset({"Slot", "Consent"})
 
 
-def _json(model) -> dict:
-    return model.model_dump(mode="json")
-
-
 _APPOINTMENT_LOADS = (selectinload(Appointment.slot), selectinload(Appointment.patient),
                       selectinload(Appointment.practitioner).selectinload(Practitioner.department))
 _CONVERSATION_LOADS = (selectinload(Conversation.patient),)
@@ -130,7 +126,7 @@ class _LocalRefs:
                 # Imported from the EHR: its record is the richer one; Sila does not overwrite it.
                 self._patients[patient.id] = f"Patient/{row.resource_id}"
             else:
-                self.writes.append((_json(patient_map.to_fhir(patient, resource_id=str(patient.id))), patient.id))
+                self.writes.append((patient_map.to_fhir(patient, resource_id=str(patient.id)), patient.id))
                 self._patients[patient.id] = f"Patient/{patient.id}"
         return self._patients[patient.id]
 
@@ -163,7 +159,7 @@ class _EhrRefs:
             async for found in self.client.search(kind, {"identifier": f"{system}|{value}"}):
                 await self._link(kind, crm_id, found["id"], (found.get("meta") or {}).get("versionId"))
                 return f"{kind}/{found['id']}"
-        resource = _json(build())
+        resource = build()
         resource.pop("id", None)
         system, value = lookups[-1]
         written = await self.client.create(resource, if_none_exist=f"identifier={system}|{value}")
@@ -216,17 +212,17 @@ class EhrSync:
             if appointment is None:
                 return None
             practitioner_ref = await refs.practitioner(appointment.practitioner)
-            return _json(appointment_map.to_fhir(
+            return appointment_map.to_fhir(
                 appointment, patient_ref=await refs.patient(appointment.patient),
-                practitioner_ref=practitioner_ref, slot_ref=await refs.slot(appointment.slot, practitioner_ref)))
+                practitioner_ref=practitioner_ref, slot_ref=await refs.slot(appointment.slot, practitioner_ref))
         if kind == "Communication":
             message = await session.get(Message, crm_id)
             if message is None:
                 return None
             conversation = await session.get(Conversation, message.conversation_id, options=_CONVERSATION_LOADS)
-            return _json(communication_map.to_fhir(
+            return communication_map.to_fhir(
                 message, conversation, patient_ref=await refs.patient(conversation.patient),
-                organization_ref=refs.organization(), hospital_code=self.hospital.get("code")))
+                organization_ref=refs.organization(), hospital_code=self.hospital.get("code"))
         if kind == "Consent":
             return await self._consent(session, crm_id, refs)
         if kind == "Slot":
@@ -248,12 +244,12 @@ class EhrSync:
         earlier = await session.scalar(select(Consent).where(*same_decision, Consent.id < consent.id)
                                        .order_by(Consent.id.desc()).limit(1))
         if earlier is not None and (row := await store.by_crm_id(session, "Consent", earlier.id)):
-            refs.writes.append((_json(consent_map.to_fhir(
+            refs.writes.append((consent_map.to_fhir(
                 earlier, patient_ref=patient_ref, organization_ref=refs.organization(), in_force=False,
-                resource_id=row.resource_id)), earlier.id))
+                resource_id=row.resource_id), earlier.id))
         superseded = await session.scalar(select(Consent.id).where(*same_decision, Consent.id > consent.id).limit(1))
-        return _json(consent_map.to_fhir(consent, patient_ref=patient_ref, organization_ref=refs.organization(),
-                                         in_force=superseded is None))
+        return consent_map.to_fhir(consent, patient_ref=patient_ref, organization_ref=refs.organization(),
+                                   in_force=superseded is None)
 
     async def _claim(self, limit: int) -> dict[tuple[str, int], list[int]]:
         """Lease up to `limit` due rows in one statement (another worker skips them until the lease

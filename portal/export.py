@@ -35,10 +35,6 @@ from ehr.resources import practitioner as practitioner_map
 MAPPED = ("Appointment", "Communication", "Consent")
 
 
-def _json(model) -> dict:
-    return model.model_dump(mode="json")
-
-
 async def _ids(session: AsyncSession, kind: str, crm_ids: list[int]) -> dict[int, str]:
     """The ids Sila's store already uses for these rows (so the export matches /fhir/R4)."""
     if not crm_ids:
@@ -59,7 +55,7 @@ async def patient_bundle(session: AsyncSession, patient_id: int, hospital: dict,
         resources += [r.content for r in rows if not (r.resource_type in MAPPED and r.crm_id is not None)]
     else:
         patient_ref = f"Patient/{patient.id}"
-        resources.append(_json(patient_map.to_fhir(patient, resource_id=str(patient.id))))
+        resources.append(patient_map.to_fhir(patient, resource_id=str(patient.id)))
     organization = f"Organization/{hospital['code']}" if hospital.get("code") else None
 
     appointments = (await session.scalars(select(Appointment).where(Appointment.patient_id == patient_id).options(
@@ -69,30 +65,30 @@ async def patient_bundle(session: AsyncSession, patient_id: int, hospital: dict,
     practitioners = {}
     for appointment in appointments:
         practitioners[appointment.practitioner.code] = appointment.practitioner
-        resources.append(_json(appointment_map.to_fhir(
+        resources.append(appointment_map.to_fhir(
             appointment, patient_ref=patient_ref, practitioner_ref=f"Practitioner/{appointment.practitioner.code}",
-            slot_ref=f"Slot/{appointment.slot_id}", resource_id=ids.get(appointment.id, str(appointment.id)))))
+            slot_ref=f"Slot/{appointment.slot_id}", resource_id=ids.get(appointment.id, str(appointment.id))))
 
     rows = (await session.execute(select(Message, Conversation).join(Conversation).where(
         Conversation.patient_id == patient_id, Message.private.is_(False)).order_by(Message.id))).all()
     ids = await _ids(session, "Communication", [m.id for m, _ in rows])
     for message, conversation in rows:
-        resources.append(_json(communication_map.to_fhir(
+        resources.append(communication_map.to_fhir(
             message, conversation, patient_ref=patient_ref, organization_ref=organization,
-            hospital_code=hospital.get("code"), resource_id=ids.get(message.id, str(message.id)))))
+            hospital_code=hospital.get("code"), resource_id=ids.get(message.id, str(message.id))))
 
     consents = (await session.scalars(select(Consent).where(Consent.patient_id == patient_id)
                                       .order_by(Consent.recorded_at, Consent.id))).all()
     latest = {(c.channel, c.purpose): c.id for c in consents}
     for row in consents:
-        resources.append(_json(consent_map.to_fhir(
+        resources.append(consent_map.to_fhir(
             row, patient_ref=patient_ref, organization_ref=organization,
-            in_force=latest[(row.channel, row.purpose)] == row.id, resource_id=str(row.id))))
+            in_force=latest[(row.channel, row.purpose)] == row.id, resource_id=str(row.id)))
 
     for code, practitioner in sorted(practitioners.items()):
-        resources.append(_json(practitioner_map.to_fhir(practitioner, resource_id=code)))
+        resources.append(practitioner_map.to_fhir(practitioner, resource_id=code))
     if organization:
-        resources.append(_json(organization_map.hospital_to_fhir(hospital, resource_id=hospital["code"])))
+        resources.append(organization_map.hospital_to_fhir(hospital, resource_id=hospital["code"]))
     present = {(r["resourceType"], r.get("id")) for r in resources}
     named: set[tuple[str, str]] = set()
     named_references(resources, named)

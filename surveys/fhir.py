@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from crm_store.models import Patient, Survey, SurveyAnswer, SurveyResponse
 from ehr import store
 from ehr.resources import questionnaire as questionnaire_map
+from ehr.resources import validated
 from ehr.resources import questionnaire_response as response_map
 from surveys.definitions import END, Condition, Definition, Rule
 from surveys.render import fill
@@ -51,7 +52,7 @@ def _filled(definition: Definition, context: dict) -> dict:
 def questionnaire(definition: Definition, version: int, hospital: dict | None = None,
                   resource_id: str | None = None) -> dict:
     resource = questionnaire_map.to_fhir(_filled(definition, hospital_context(hospital)),
-                                         resource_id=resource_id).model_dump(mode="json")
+                                         resource_id=resource_id)
     resource["version"] = str(version)
     for item in resource.get("item") or []:
         if conditions := enable_when(definition).get(item["linkId"]):
@@ -59,7 +60,7 @@ def questionnaire(definition: Definition, version: int, hospital: dict | None = 
             item["enableWhen"] = checks
             if len(checks) > 1:
                 item["enableBehavior"] = behavior
-    return FhirQuestionnaire.model_validate(resource).model_dump(mode="json")
+    return validated(FhirQuestionnaire, resource)
 
 
 def _negate(condition: Condition) -> list[tuple[str, str, object]]:
@@ -179,7 +180,7 @@ async def build(session: AsyncSession, kind: str, crm_id: int, patient_ref, hosp
         {"id": response.id, "survey_code": response.survey_code, "answers": await _answers(session, response.id),
          "authored": response.finished_at or response.last_activity_at},
         patient_ref=await patient_ref(await session.get(Patient, response.patient_id)), survey=plain,
-    ).model_dump(mode="json")
+    )
     resource["status"] = FINISHED[response.status]
     resource["questionnaire"] = f"{questionnaire_map.canonical(response.survey_code)}|{response.survey_version}"
-    return FhirQuestionnaireResponse.model_validate(resource).model_dump(mode="json")
+    return validated(FhirQuestionnaireResponse, resource)

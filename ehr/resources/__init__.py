@@ -1,7 +1,7 @@
 """FHIR R4 (R4B models) views of Sila's CRM rows: one module per resource.
 
-Each module's `to_fhir(...)` builds its resource in one validated step (`Model.model_validate`),
-and `from_fhir(resource)` reads a resource (a JSON dict, or a model) back into CRM column values.
+Each module's `to_fhir(...)` builds its resource as FHIR JSON in one validated step (`validated`:
+the fhir.resources model checks it), and `from_fhir(resource)` reads a resource (a JSON dict, or a model) back into CRM column values.
 References to other resources are given by the caller as strings ("Patient/123"), because the same
 row is written once with Sila's own ids and once with the hospital EHR's ids. Nothing here touches
 the database: callers pass loaded ORM rows.
@@ -161,11 +161,21 @@ def has_code(concept: Any, system: str, code: str) -> bool:
     return (system, code) in codes(concept)
 
 
-def aware(value: datetime) -> datetime:
-    """FHIR instants need a zone; the CRM stores aware UTC times and a naive one is a bug upstream."""
+def instant(value: datetime) -> str:
+    """A CRM time as FHIR JSON writes it ("2025-03-02T06:30:00Z"). FHIR instants need a zone; the
+    CRM stores aware UTC times and a naive one is a bug upstream."""
     if value.tzinfo is None:
         raise ValueError("naive datetime: CRM times are aware UTC")
-    return value
+    return value.isoformat().replace("+00:00", "Z")
+
+
+def validated(model: type, data: dict) -> dict:
+    """`data`, once `model` (fhir.resources) has accepted it. The mappings build plain JSON values
+    (times with `instant`), so `data` is already the resource's FHIR JSON: the model's own
+    serialisation, which costs more than the validation, is not needed (the round-trip tests check
+    that the two agree)."""
+    model.model_validate(data)
+    return data
 
 
 def parse_datetime(value: Any) -> datetime | None:

@@ -9,7 +9,7 @@ from crm_store.models import Appointment, AppointmentStatus
 from ehr import identifiers
 from ehr.resources import (
     as_dict,
-    aware,
+    instant,
     find_identifier,
     identifier,
     listed,
@@ -17,6 +17,7 @@ from ehr.resources import (
     ref_of,
     reference,
     translated,
+    validated,
 )
 from ehr.resources.practitioner import code_of, reference_to
 
@@ -33,7 +34,7 @@ _FROM_FHIR = {"booked": AppointmentStatus.booked, "arrived": AppointmentStatus.b
 
 
 def to_fhir(appointment: Appointment, *, patient_ref: str, practitioner_ref: str | None = None,
-            slot_ref: str | None = None, resource_id: str | None = None) -> FhirAppointment:
+            slot_ref: str | None = None, resource_id: str | None = None) -> dict:
     """Build the FHIR Appointment of an appointments row.
 
     Needs `appointment.slot` and `appointment.practitioner.department` loaded. Without
@@ -44,7 +45,7 @@ def to_fhir(appointment: Appointment, *, patient_ref: str, practitioner_ref: str
     service["coding"] = [{"system": identifiers.DEPARTMENT, "code": department.code, "display": department.name_en}]
     specialty = translated("text", practitioner.specialty_en, practitioner.specialty_ar)
     status = AppointmentStatus(appointment.status or AppointmentStatus.booked)
-    return FhirAppointment.model_validate({
+    return validated(FhirAppointment, {
         "resourceType": "Appointment",
         **({"id": resource_id} if resource_id else {}),
         "identifier": [identifier(identifiers.APPOINTMENT, appointment.reference)],
@@ -53,11 +54,11 @@ def to_fhir(appointment: Appointment, *, patient_ref: str, practitioner_ref: str
         **({"specialty": [specialty]} if specialty else {}),
         **translated("description", f"{department.name_en}: {practitioner.name_en}",
                      f"{department.name_ar}: {practitioner.name_ar}"),
-        "start": aware(slot.start_at),
-        "end": aware(slot.end_at),
+        "start": instant(slot.start_at),
+        "end": instant(slot.end_at),
         "minutesDuration": max(1, round((slot.end_at - slot.start_at).total_seconds() / 60)),
         **({"slot": [reference(slot_ref)]} if slot_ref else {}),
-        **({"created": aware(appointment.created_at)} if appointment.created_at else {}),
+        **({"created": instant(appointment.created_at)} if appointment.created_at else {}),
         "participant": [
             {"actor": reference(patient_ref), "required": "required", "status": "accepted"},
             {"type": [{"coding": [{"system": PARTICIPATION_TYPE, "code": "PPRF", "display": "primary performer"}]}],

@@ -9,18 +9,19 @@ from crm_store.models import Conversation, Message
 from ehr import identifiers
 from ehr.resources import (
     as_dict,
-    aware,
     channel_medium,
     concept_text,
     find_identifier,
     has_code,
     identifier,
+    instant,
     int_or_none,
     listed,
     medium_channel,
     parse_datetime,
     ref_of,
     reference,
+    validated,
 )
 
 CATEGORY = "http://terminology.hl7.org/CodeSystem/communication-category"
@@ -30,7 +31,7 @@ _OUT_STATUS = {"queued": "in-progress", "sending": "in-progress", "failed": "not
 
 
 def to_fhir(message: Message, conversation: Conversation, *, patient_ref: str, organization_ref: str | None = None,
-            hospital_code: str | None = None, resource_id: str | None = None) -> FhirCommunication:
+            hospital_code: str | None = None, resource_id: str | None = None) -> dict:
     """Build the Communication of a messages row in its conversation.
 
     The hospital (by `organization_ref`, or its code when its id is not known) is the other party:
@@ -44,11 +45,11 @@ def to_fhir(message: Message, conversation: Conversation, *, patient_ref: str, o
     patient = reference(patient_ref)
     status = "completed" if inbound else _OUT_STATUS.get(message.status, "completed")
     text = message.display or message.text
-    when = aware(message.created_at) if message.created_at else None
+    when = instant(message.created_at) if message.created_at else None
     parties: dict = {"sender": patient} if inbound else {"recipient": [patient]}
     if hospital:
         parties.update({"recipient": [hospital]} if inbound else {"sender": hospital})
-    return FhirCommunication.model_validate({
+    return validated(FhirCommunication, {
         "resourceType": "Communication",
         **({"id": resource_id} if resource_id else {}),
         **({"identifier": [identifier(identifiers.MESSAGE, message.id)]} if message.id is not None else {}),

@@ -14,7 +14,7 @@ from crm_store.models import Consent, ConsentPurpose, ConsentStatus
 from ehr import identifiers
 from ehr.resources import (
     as_dict,
-    aware,
+    instant,
     channel_medium,
     codes,
     concept_text,
@@ -26,6 +26,7 @@ from ehr.resources import (
     parse_datetime,
     ref_of,
     reference,
+    validated,
 )
 
 CONSENT_SCOPE = "http://terminology.hl7.org/CodeSystem/consentscope"
@@ -41,12 +42,12 @@ _PURPOSE_CODES = {code: purpose for purpose, (code, _) in _PURPOSES.items()}
 
 
 def to_fhir(consent: Consent, *, patient_ref: str, organization_ref: str | None = None, in_force: bool = True,
-            resource_id: str | None = None) -> FhirConsent:
+            resource_id: str | None = None) -> dict:
     """Build the Consent of a consents row; `in_force=False` for a row a later one superseded."""
     purpose = ConsentPurpose(consent.purpose)
     granted = ConsentStatus(consent.status) is ConsentStatus.granted
     code, display = _PURPOSES[purpose]
-    return FhirConsent.model_validate({
+    return validated(FhirConsent, {
         "resourceType": "Consent",
         **({"id": resource_id} if resource_id else {}),
         **({"identifier": [identifier(identifiers.CONSENT, consent.id)]} if consent.id is not None else {}),
@@ -55,7 +56,7 @@ def to_fhir(consent: Consent, *, patient_ref: str, organization_ref: str | None 
         "category": [{"coding": [{"system": LOINC, "code": "59284-0", "display": "Patient Consent"}],
                       "text": f"{purpose.value} messages"}],
         "patient": reference(patient_ref),
-        **({"dateTime": aware(consent.recorded_at)} if consent.recorded_at else {}),
+        **({"dateTime": instant(consent.recorded_at)} if consent.recorded_at else {}),
         **({"organization": [reference(organization_ref)]} if organization_ref else {}),
         # How the decision was made: a keyword, a form, a provider's unsubscribe report.
         **({"sourceAttachment": {"title": consent.source}} if consent.source else {}),

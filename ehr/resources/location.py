@@ -6,15 +6,25 @@ from typing import Any
 from fhir.resources.R4B.location import Location as FhirLocation
 
 from ehr import identifiers
-from ehr.resources import as_dict, find_identifier, hospital_contact, identifier, listed, reference, text_pair, translated
+from ehr.resources import (
+    as_dict,
+    find_identifier,
+    hospital_contact,
+    identifier,
+    listed,
+    reference,
+    text_pair,
+    translated,
+    validated,
+)
 
 LOCATION_TYPE = "http://terminology.hl7.org/CodeSystem/v3-RoleCode"
 
 
-def to_fhir(hospital: dict, *, organization_ref: str | None = None, resource_id: str | None = None) -> FhirLocation:
+def to_fhir(hospital: dict, *, organization_ref: str | None = None, resource_id: str | None = None) -> dict:
     """Build the hospital's Location from `load_hospital(...)["hospital"]`, managed by its Organization."""
     telecom, address = hospital_contact(hospital)
-    return FhirLocation.model_validate({
+    return validated(FhirLocation, {
         "resourceType": "Location",
         **({"id": resource_id} if resource_id else {}),
         "identifier": [identifier(identifiers.HOSPITAL, hospital["code"])],

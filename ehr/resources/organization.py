@@ -8,15 +8,15 @@ from fhir.resources.R4B.organization import Organization as FhirOrganization
 from crm_store.models import Department
 from ehr import identifiers
 from ehr.resources import (as_dict, find_identifier, has_arabic, hospital_contact, identifier, reference, text_pair,
-                           translated)
+                           translated, validated)
 
 ORGANIZATION_TYPE = "http://terminology.hl7.org/CodeSystem/organization-type"
 
 
-def hospital_to_fhir(hospital: dict, *, resource_id: str | None = None) -> FhirOrganization:
+def hospital_to_fhir(hospital: dict, *, resource_id: str | None = None) -> dict:
     """Build the hospital's Organization from `load_hospital(...)["hospital"]`."""
     telecom, address = hospital_contact(hospital)
-    return FhirOrganization.model_validate({
+    return validated(FhirOrganization, {
         "resourceType": "Organization",
         **({"id": resource_id} if resource_id else {}),
         "identifier": [identifier(identifiers.HOSPITAL, hospital["code"])],
@@ -32,13 +32,13 @@ def hospital_to_fhir(hospital: dict, *, resource_id: str | None = None) -> FhirO
 
 
 def to_fhir(department: Department, *, hospital_ref: str | None = None, hospital_code: str | None = None,
-            resource_id: str | None = None) -> FhirOrganization:
+            resource_id: str | None = None) -> dict:
     """Build a department's Organization, part of the hospital (by id, or by its code when the id is not known)."""
     part_of = None
     if hospital_ref or hospital_code:
         by_code = identifier(identifiers.HOSPITAL, hospital_code) if hospital_code else None
         part_of = reference(hospital_ref, ident=by_code)
-    return FhirOrganization.model_validate({
+    return validated(FhirOrganization, {
         "resourceType": "Organization",
         **({"id": resource_id} if resource_id else {}),
         "identifier": [identifier(identifiers.DEPARTMENT, department.code)],

@@ -21,6 +21,7 @@ from ehr.resources import (
     listed,
     parse_date,
     parse_datetime,
+    validated,
 )
 
 DEFAULT_MRN_SYSTEM = "urn:sila:mrn"
@@ -42,7 +43,7 @@ _SKIPPED_NAME_USES = ("old", "maiden")
 
 
 def to_fhir(patient: Patient, *, resource_id: str | None = None, mrn_system: str = DEFAULT_MRN_SYSTEM,
-            national_id_system: str = DEFAULT_NATIONAL_ID_SYSTEM) -> FhirPatient:
+            national_id_system: str = DEFAULT_NATIONAL_ID_SYSTEM) -> dict:
     """Build the FHIR Patient of a patients row."""
     idents = []
     if patient.id is not None:
@@ -62,12 +63,12 @@ def to_fhir(patient: Patient, *, resource_id: str | None = None, mrn_system: str
     data: dict[str, Any] = {"resourceType": "Patient", "id": resource_id, "identifier": idents or None,
                             "name": names or None, "telecom": telecom or None,
                             "gender": _GENDERS.get((patient.sex or "").strip().lower()),
-                            "birthDate": patient.birth_date}
+                            "birthDate": patient.birth_date.isoformat() if patient.birth_date else None}
     if patient.preferred_language in _LANGUAGE_NAMES:
         en = _LANGUAGE_NAMES[patient.preferred_language][0]
         data["communication"] = [{"language": {"coding": [{"system": BCP47, "code": patient.preferred_language,
                                                            "display": en}], "text": en}, "preferred": True}]
-    return FhirPatient.model_validate({k: v for k, v in data.items() if v is not None})
+    return validated(FhirPatient, {k: v for k, v in data.items() if v is not None})
 
 
 def from_fhir(resource: Any, *, region: str = "SA", mrn_system: str | None = None) -> dict:

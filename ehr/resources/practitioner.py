@@ -7,16 +7,26 @@ from fhir.resources.R4B.practitioner import Practitioner as FhirPractitioner
 
 from crm_store.models import Practitioner
 from ehr import identifiers
-from ehr.resources import LANGUAGE_EXT, as_dict, clean, find_identifier, has_arabic, identifier, listed, reference
+from ehr.resources import (
+    LANGUAGE_EXT,
+    as_dict,
+    clean,
+    find_identifier,
+    has_arabic,
+    identifier,
+    listed,
+    reference,
+    validated,
+)
 
 # Titles written before a doctor's name in the hospital's directory ("Dr. Khalid", «د. خالد»).
 _PREFIXES = ("dr.", "dr", "prof.", "prof", "د.", "د", "أ.د.", "الدكتور", "الدكتورة", "دكتور", "دكتورة")
 
 
-def to_fhir(practitioner: Practitioner, *, resource_id: str | None = None) -> FhirPractitioner:
+def to_fhir(practitioner: Practitioner, *, resource_id: str | None = None) -> dict:
     """Build the FHIR Practitioner of a practitioners row."""
     names = [n for n in (human_name(practitioner.name_en), human_name(practitioner.name_ar, "ar")) if n]
-    return FhirPractitioner.model_validate({
+    return validated(FhirPractitioner, {
         "resourceType": "Practitioner",
         **({"id": resource_id} if resource_id else {}),
         "identifier": [identifier(identifiers.PRACTITIONER, practitioner.code)],

@@ -7,14 +7,24 @@ from fhir.resources.R4B.practitionerrole import PractitionerRole as FhirPractiti
 
 from crm_store.models import Practitioner
 from ehr import identifiers
-from ehr.resources import as_dict, find_identifier, identifier, listed, ref_of, reference, text_pair, translated
+from ehr.resources import (
+    as_dict,
+    find_identifier,
+    identifier,
+    listed,
+    ref_of,
+    reference,
+    text_pair,
+    translated,
+    validated,
+)
 from ehr.resources.practitioner import code_of, reference_to
 
 PRACTITIONER_ROLE = "http://terminology.hl7.org/CodeSystem/practitioner-role"
 
 
 def to_fhir(practitioner: Practitioner, *, practitioner_ref: str | None = None, organization_ref: str | None = None,
-            location_ref: str | None = None, resource_id: str | None = None) -> FhirPractitionerRole:
+            location_ref: str | None = None, resource_id: str | None = None) -> dict:
     """Build the role of a practitioners row (its `department` loaded) in its department's Organization.
 
     A practitioner has one role in Sila, so the role carries the practitioner's identifier."""
@@ -22,7 +32,7 @@ def to_fhir(practitioner: Practitioner, *, practitioner_ref: str | None = None, 
     organization = reference(organization_ref, display=department.name_en,
                              ident=identifier(identifiers.DEPARTMENT, department.code))
     specialty = translated("text", practitioner.specialty_en, practitioner.specialty_ar)
-    return FhirPractitionerRole.model_validate({
+    return validated(FhirPractitionerRole, {
         "resourceType": "PractitionerRole",
         **({"id": resource_id} if resource_id else {}),
         "identifier": [identifier(identifiers.PRACTITIONER, practitioner.code)],

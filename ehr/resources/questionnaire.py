@@ -13,7 +13,7 @@ from typing import Any
 from fhir.resources.R4B.questionnaire import Questionnaire as FhirQuestionnaire
 
 from ehr import identifiers
-from ehr.resources import as_dict, find_identifier, listed, text_pair, translated
+from ehr.resources import as_dict, find_identifier, listed, text_pair, translated, validated
 
 MIN_VALUE_EXT = "http://hl7.org/fhir/StructureDefinition/minValue"
 MAX_VALUE_EXT = "http://hl7.org/fhir/StructureDefinition/maxValue"
@@ -38,10 +38,10 @@ def survey_code(url: str | None) -> str | None:
     return url[len(prefix):] if url.startswith(prefix) else url.rstrip("/").rsplit("/", 1)[-1] or None
 
 
-def to_fhir(survey: dict, *, resource_id: str | None = None) -> FhirQuestionnaire:
+def to_fhir(survey: dict, *, resource_id: str | None = None) -> dict:
     """Build the Questionnaire of a survey definition."""
     title = survey.get("title") or {}
-    return FhirQuestionnaire.model_validate({
+    return validated(FhirQuestionnaire, {
         "resourceType": "Questionnaire",
         **({"id": resource_id} if resource_id else {}),
         "url": canonical(survey["code"]),

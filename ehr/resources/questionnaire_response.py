@@ -14,21 +14,22 @@ from fhir.resources.R4B.questionnaireresponse import QuestionnaireResponse as Fh
 from ehr import identifiers
 from ehr.resources import (
     as_dict,
-    aware,
     find_identifier,
     identifier,
+    instant,
     int_or_none,
     listed,
     parse_datetime,
     ref_of,
     reference,
     translated,
+    validated,
 )
 from ehr.resources.questionnaire import canonical, survey_code
 
 
 def to_fhir(response: dict, *, patient_ref: str, survey: dict | None = None,
-            resource_id: str | None = None) -> FhirQuestionnaireResponse:
+            resource_id: str | None = None) -> dict:
     """Build the completed QuestionnaireResponse of a patient's survey answers."""
     questions = {str(q["id"]): q for q in (survey or {}).get("questions") or []}
     items = []
@@ -40,7 +41,7 @@ def to_fhir(response: dict, *, patient_ref: str, survey: dict | None = None,
         items.append({"linkId": str(qid), **translated("text", text.get("en"), text.get("ar")),
                       "answer": [_answer(value, question)]})
     patient = reference(patient_ref)
-    return FhirQuestionnaireResponse.model_validate({
+    return validated(FhirQuestionnaireResponse, {
         "resourceType": "QuestionnaireResponse",
         **({"id": resource_id} if resource_id else {}),
         **({"identifier": identifier(identifiers.SURVEY_RESPONSE, response["id"])}
@@ -49,7 +50,7 @@ def to_fhir(response: dict, *, patient_ref: str, survey: dict | None = None,
         "status": "completed",
         "subject": patient,
         "source": patient,
-        **({"authored": aware(response["authored"])} if response.get("authored") else {}),
+        **({"authored": instant(response["authored"])} if response.get("authored") else {}),
         **({"item": items} if items else {}),
     })
 

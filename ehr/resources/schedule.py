@@ -7,17 +7,17 @@ from fhir.resources.R4B.schedule import Schedule as FhirSchedule
 
 from crm_store.models import Practitioner
 from ehr import identifiers
-from ehr.resources import as_dict, find_identifier, identifier, listed, ref_of, translated
+from ehr.resources import as_dict, find_identifier, identifier, listed, ref_of, translated, validated
 from ehr.resources.practitioner import code_of, reference_to
 
 
 def to_fhir(practitioner: Practitioner, *, practitioner_ref: str | None = None,
-            resource_id: str | None = None) -> FhirSchedule:
+            resource_id: str | None = None) -> dict:
     """Build a practitioner's Schedule (`department` loaded); it carries the practitioner's identifier."""
     department = practitioner.department
     service = translated("text", department.name_en, department.name_ar)
     service["coding"] = [{"system": identifiers.DEPARTMENT, "code": department.code, "display": department.name_en}]
-    return FhirSchedule.model_validate({
+    return validated(FhirSchedule, {
         "resourceType": "Schedule",
         **({"id": resource_id} if resource_id else {}),
         "identifier": [identifier(identifiers.PRACTITIONER, practitioner.code)],

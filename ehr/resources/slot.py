@@ -8,7 +8,17 @@ from fhir.resources.R4B.slot import Slot as FhirSlot
 
 from crm_store.models import Slot, SlotStatus
 from ehr import identifiers
-from ehr.resources import as_dict, aware, find_identifier, identifier, int_or_none, parse_datetime, ref_of, reference
+from ehr.resources import (
+    as_dict,
+    find_identifier,
+    identifier,
+    instant,
+    int_or_none,
+    parse_datetime,
+    ref_of,
+    reference,
+    validated,
+)
 from ehr.resources.schedule import from_fhir as schedule_from_fhir
 
 # A slot held while a patient confirms is "busy-tentative" to everyone else.
@@ -19,22 +29,22 @@ _FROM_FHIR = {"free": SlotStatus.free, "busy-tentative": SlotStatus.held, "busy"
 
 
 def to_fhir(slot: Slot, *, schedule_ref: str | None = None, practitioner_code: str | None = None,
-            resource_id: str | None = None, now: datetime | None = None) -> FhirSlot:
+            resource_id: str | None = None, now: datetime | None = None) -> dict:
     """Build the FHIR Slot of a slots row in its practitioner's Schedule, referenced by id or, when
     the id is not known, by the Schedule's identifier (the practitioner's code)."""
     status = SlotStatus(slot.status or SlotStatus.free)
     # A hold that has run out is free again: the next patient may take it (crm_store/appointments.py).
     if status is SlotStatus.held and slot.held_until and slot.held_until < (now or datetime.now(timezone.utc)):
         status = SlotStatus.free
-    return FhirSlot.model_validate({
+    return validated(FhirSlot, {
         "resourceType": "Slot",
         **({"id": resource_id} if resource_id else {}),
         **({"identifier": [identifier(identifiers.SLOT, slot.id)]} if slot.id is not None else {}),
         "schedule": reference(schedule_ref, ident=identifier(identifiers.PRACTITIONER, practitioner_code)
                               if practitioner_code else None),
         "status": _TO_FHIR[status],
-        "start": aware(slot.start_at),
-        "end": aware(slot.end_at),
+        "start": instant(slot.start_at),
+        "end": instant(slot.end_at),
     })
 
 
