@@ -320,7 +320,7 @@ class _Checks:
         for check in self.checks.values():  # files after a bad one: not wanted any more
             check.cancel()
         if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
+            pool.shutdown(wait=False, cancel_futures=True)  # the event loop does not wait on it
 
     def _take(self, executor) -> int | None:
         if self.taken == len(self.files):

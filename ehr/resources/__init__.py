@@ -1,10 +1,10 @@
 """FHIR R4 (R4B models) views of Sila's CRM rows: one module per resource.
 
 Each module's `to_fhir(...)` builds its resource as FHIR JSON in one validated step (`validated`:
-the fhir.resources model checks it), and `from_fhir(resource)` reads a resource (a JSON dict, or a model) back into CRM column values.
-References to other resources are given by the caller as strings ("Patient/123"), because the same
-row is written once with Sila's own ids and once with the hospital EHR's ids. Nothing here touches
-the database: callers pass loaded ORM rows.
+the fhir.resources model checks it), and `from_fhir(resource)` reads a resource (a JSON dict, or a
+model) back into CRM column values. References to other resources are given by the caller as
+strings ("Patient/123"), because the same row is written once with Sila's own ids and once with the
+hospital EHR's ids. Nothing here touches the database: callers pass loaded ORM rows.
 
 The helpers below are shared by the resource modules."""
 from __future__ import annotations
