@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from crm_store.models import FhirResource, JourneyEvent, Patient
@@ -215,6 +215,12 @@ async def _upsert_crm_patient(session: AsyncSession, resource: dict, region: str
         # The EHR is the record of truth for demographics; what it leaves empty Sila keeps.
         if value is not None and getattr(patient, column) != value:
             setattr(patient, column, value)
+    # The same person under another Patient id (another export, ids changed at the hospital, or
+    # Sila's own record of a patient who first wrote from their phone): the one imported now is
+    # the record linked to them; the other stays in the store, unlinked.
+    await session.execute(update(FhirResource).where(
+        FhirResource.resource_type == "Patient", FhirResource.crm_id == patient.id,
+        FhirResource.resource_id != resource["id"]).values(crm_id=None).execution_options(synchronize_session=False))
     return patient.id
 
 

@@ -127,6 +127,24 @@ async def test_a_bundle_shaped_differently_imports_just_as_well(sessions):
     assert [p.phone for p in patients] == ["+966559876543"]
 
 
+async def test_the_same_patient_under_a_new_id_is_linked_to_the_one_crm_patient(sessions):
+    """A second export where the EHR gave the patient another id (same MRN): it imports, the CRM
+    still has one patient, and the record imported last is the one linked to them."""
+    async with sessions() as session:
+        await import_bundle(session, json.loads(json.dumps(FOREIGN)))
+        await session.commit()
+    renamed = json.loads(json.dumps(FOREIGN).replace("Patient/p-1", "Patient/p-9").replace('"p-1"', '"p-9"'))
+    async with sessions() as session:
+        report = await import_bundle(session, renamed)
+        await session.commit()
+    async with sessions() as session:
+        [patient] = (await session.scalars(select(Patient).where(Patient.mrn == "MRN-0042"))).all()
+        linked = await store.by_crm_id(session, "Patient", patient.id)
+        condition = (await store.search(session, "Condition", {"patient": ["Patient/p-9"]})).rows
+    assert report.patients == [patient.id] and linked.resource_id == "p-9"
+    assert await _count(sessions, "Patient") == 2 and len(condition) == 1
+
+
 async def test_a_file_that_is_not_fhir_is_refused_with_its_name(sessions, tmp_path):
     good = tmp_path / "a.json"
     good.write_text(json.dumps(FOREIGN))
