@@ -232,11 +232,15 @@ async def import_bundle(session: AsyncSession, data: dict, *, source: str = "bun
     report = ImportReport(files=1)
     resources = await _Resolver(session).assign(_entries(data, source))
     items = []
+    linking: dict[int, int] = {}  # CRM patient -> the item linked to them
     for resource in resources:
         crm_id = None
         if resource["resourceType"] == "Patient":
             crm_id = await _upsert_crm_patient(session, resource, region)
             report.patients.append(crm_id)
+            if (earlier := linking.get(crm_id)) is not None and items[earlier][0]["id"] != resource["id"]:
+                items[earlier] = (items[earlier][0], None)  # one of this bundle's records is linked: the last
+            linking[crm_id] = len(items)
         items.append((resource, crm_id))
     try:
         results = await store.put_many(session, items, validated=validated)

@@ -144,6 +144,16 @@ async def test_the_same_patient_under_a_new_id_is_linked_to_the_one_crm_patient(
     assert report.patients == [patient.id] and linked.resource_id == "p-9"
     assert await _count(sessions, "Patient") == 2 and len(condition) == 1
 
+    # Both records in one bundle: the same again, within it.
+    both = json.loads(json.dumps(renamed))
+    both["entry"] += [{"fullUrl": "https://ehr.example.org/fhir/Patient/p-5",
+                       "resource": {**renamed["entry"][0]["resource"], "id": "p-5"}}]
+    async with sessions() as session:
+        await import_bundle(session, both)
+        await session.commit()
+        assert (await store.by_crm_id(session, "Patient", patient.id)).resource_id == "p-5"
+        assert await session.scalar(select(func.count()).select_from(Patient)) == 1
+
 
 async def test_a_file_that_is_not_fhir_is_refused_with_its_name(sessions, tmp_path):
     good = tmp_path / "a.json"
