@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Iterable
 
 from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from crm_store.models import FhirResource, JourneyEvent, Patient
@@ -268,9 +269,12 @@ async def import_path(sessions: async_sessionmaker, path: Path, *, region: str =
     with _few_collections(), _Checks(files) as checks:
         for number, file in enumerate(files, 1):
             data = await checks.bundle(number - 1)
-            async with sessions() as session:
-                report = await import_bundle(session, data, source=str(file), region=region, validated=True)
-                await session.commit()
+            try:
+                async with sessions() as session:
+                    report = await import_bundle(session, data, source=str(file), region=region, validated=True)
+                    await session.commit()
+            except IntegrityError as exc:  # e.g. two CRM patients already hold this record's MRN and national id
+                raise BundleError(f"{file}: conflicts with records Sila holds ({exc.orig})") from None
             total.add(report)
             if progress:
                 progress(number, len(files), file, report)

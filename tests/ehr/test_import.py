@@ -155,6 +155,21 @@ async def test_the_same_patient_under_a_new_id_is_linked_to_the_one_crm_patient(
         assert await session.scalar(select(func.count()).select_from(Patient)) == 1
 
 
+async def test_a_record_that_would_merge_two_crm_patients_is_refused_with_its_name(sessions, tmp_path):
+    """Its MRN is one patient's and its national id another's: Sila cannot tell which person it is."""
+    async with sessions() as session:
+        session.add_all([Patient(mrn="MRN-0042", given_name_en="Huda"), Patient(national_id="1012345678")])
+        await session.commit()
+    record = json.loads(json.dumps(FOREIGN))
+    record["entry"][0]["resource"]["identifier"].append({
+        "system": "urn:sila:national-id", "value": "1012345678",
+        "type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": "NI"}]}})
+    (tmp_path / "merge.json").write_text(json.dumps(record))
+    with pytest.raises(BundleError, match="merge.json: conflicts with records Sila holds"):
+        await import_path(sessions, tmp_path)
+    assert await _count(sessions) == 0
+
+
 async def test_a_file_that_is_not_fhir_is_refused_with_its_name(sessions, tmp_path):
     good = tmp_path / "a.json"
     good.write_text(json.dumps(FOREIGN))
