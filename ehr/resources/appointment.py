@@ -9,9 +9,9 @@ from crm_store.models import Appointment, AppointmentStatus
 from ehr import identifiers
 from ehr.resources import (
     as_dict,
-    instant,
     find_identifier,
     identifier,
+    instant,
     listed,
     parse_datetime,
     ref_of,

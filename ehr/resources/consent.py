@@ -14,12 +14,12 @@ from crm_store.models import Consent, ConsentPurpose, ConsentStatus
 from ehr import identifiers
 from ehr.resources import (
     as_dict,
-    instant,
     channel_medium,
     codes,
     concept_text,
     find_identifier,
     identifier,
+    instant,
     int_or_none,
     listed,
     medium_channel,
