@@ -314,6 +314,7 @@ class _Checks:
     def __init__(self, files: list[Path]):
         self.files = files
         self.checks: dict[int, asyncio.Future] = {}
+        self.here: set[int] = set()  # the files this process validates
         self.taken = 0
         self.workers = (os.cpu_count() or 1) - 1 if len(files) >= 4 else 0
         self.pool: ProcessPoolExecutor | None = None
@@ -340,6 +341,8 @@ class _Checks:
         if self.taken == len(self.files):
             return None
         number, self.taken = self.taken, self.taken + 1
+        if executor is None:
+            self.here.add(number)
         work = load_checked if executor is None else check_file
         self.checks[number] = self.loop.run_in_executor(executor, work, self.files[number])
         return number
@@ -352,7 +355,7 @@ class _Checks:
         """File `number` (from 0), validated; raises its BundleError."""
         if number not in self.checks:
             self._take(None)
-        while not self.checks[number].done() and (ahead := self._take(None)) is not None:
+        while number not in self.here and not self.checks[number].done() and (ahead := self._take(None)) is not None:
             # A worker is on this file: validate the next one here meanwhile (its error, if any,
             # is raised when its turn comes).
             await asyncio.wait([self.checks[ahead]])

@@ -190,6 +190,21 @@ async def test_a_file_that_is_not_fhir_is_refused_with_its_name(sessions, tmp_pa
     assert await _count(sessions, "Observation") == 0
 
 
+async def test_without_spare_cores_a_folder_is_read_one_file_at_a_time(sessions, tmp_path, monkeypatch):
+    """No worker processes (one core): each file is read and validated just before it is written,
+    so a folder larger than memory still imports."""
+    import ehr.importer as importer
+
+    for n in range(5):
+        (tmp_path / f"{n}.json").write_text(json.dumps(FOREIGN))
+    events = []
+    checked = importer.load_checked
+    monkeypatch.setattr(importer.os, "cpu_count", lambda: 1)
+    monkeypatch.setattr(importer, "load_checked", lambda path: events.append(f"read {path.name}") or checked(path))
+    await import_path(sessions, tmp_path, progress=lambda n, total, file, report: events.append(f"wrote {file.name}"))
+    assert events == [f"{what} {n}.json" for n in range(5) for what in ("read", "wrote")]
+
+
 async def test_a_large_folder_is_validated_by_worker_processes_in_order(sessions, tmp_path):
     for path in sorted(BUNDLES.glob("*.json")):
         (tmp_path / f"1-{path.name}").write_text(path.read_text())
