@@ -288,20 +288,17 @@ def _few_collections():
     model classes in it) every few thousand of them; instead what exists now is frozen out of its
     reach and young collections are rarer while the import runs (measured: a fifth faster)."""
     threshold = gc.get_threshold()
-    gc.freeze()
-    gc.set_threshold(*_IMPORT_GC_THRESHOLD)
+    _collect_less()
     try:
         yield
     finally:
         gc.set_threshold(*threshold)
 
 
-def _worker_start() -> None:
+def _collect_less() -> None:
+    """For the whole life of a validation worker (its initializer), and while an import runs."""
     gc.freeze()
-    gc.set_threshold(*_IMPORT_GC_THRESHOLD)
-
-
-_IMPORT_GC_THRESHOLD = (20_000, 50, 100)
+    gc.set_threshold(20_000, 50, 100)
 
 
 class _Checks:
@@ -324,7 +321,7 @@ class _Checks:
         if self.workers > 0:
             # forkserver: workers do not inherit this process's threads (aiosqlite's, the event loop's).
             self.pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("forkserver"),
-                                            initializer=_worker_start)
+                                            initializer=_collect_less)
             self._take(None)
             for _ in range(self.workers):
                 self._to_pool()

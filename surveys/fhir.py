@@ -23,8 +23,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from crm_store.models import Patient, Survey, SurveyAnswer, SurveyResponse
 from ehr import store
 from ehr.resources import questionnaire as questionnaire_map
-from ehr.resources import validated
 from ehr.resources import questionnaire_response as response_map
+from ehr.resources import validated
 from surveys.definitions import END, Condition, Definition, Rule
 from surveys.render import fill
 from surveys.versions import asked, definition_of
